@@ -1,0 +1,33 @@
+"""Exceptions raised by streamrec; each message names the value at fault and what to do next."""
+
+
+class StreamrecError(Exception):
+    """Base class of every error streamrec raises on purpose."""
+
+
+class InvalidEventError(StreamrecError, ValueError):
+    """A rating event failed validation (bad field, out-of-range rating)."""
+
+
+class DataFileError(StreamrecError, ValueError):
+    """A MovieLens or ratings file is missing, has an unknown layout or holds invalid rows."""
+
+
+class DatabaseLockedError(StreamrecError):
+    """The DuckDB file is held by another process (normally the ingest consumer)."""
+
+
+class SnapshotError(StreamrecError):
+    """A snapshot is missing, incomplete, or fails verification."""
+
+
+class SnapshotNotFoundError(SnapshotError):
+    """No snapshot version is published yet, or the requested version does not exist."""
+
+
+class TrainingError(StreamrecError):
+    """Training produced non-finite values or a solve failed."""
+
+
+class ExportTimeoutError(StreamrecError):
+    """The ingest consumer did not answer an export request in time."""

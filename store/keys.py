@@ -1,0 +1,21 @@
+"""Names of every Redis key and queue streamrec uses; docs/ARCHITECTURE.md lists them for clients."""
+
+EVENTS_STREAM = "streamrec:events"
+DEAD_LETTER_STREAM = "streamrec:events:dead"
+INGEST_GROUP = "streamrec-ingest"
+EXPORT_REQUESTS = "streamrec:export:requests"
+SNAPSHOT_CURRENT = "streamrec:snapshot:current"
+
+# RQ queue names. Refreshes get their own queue so a long retrain never delays them.
+REFRESH_QUEUE = "streamrec-refresh"
+RETRAIN_QUEUE = "streamrec-retrain"
+
+
+def recs_key(user_id: str) -> str:
+    """Sorted set of a user's top-N item ids, scored by ranking score."""
+    return f"streamrec:recs:{user_id}"
+
+
+def user_key(user_id: str) -> str:
+    """Hash of a refolded user's state: version, seq, bias, factors, seen."""
+    return f"streamrec:user:{user_id}"

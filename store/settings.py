@@ -1,0 +1,51 @@
+"""Runtime settings, read from the environment (prefix STREAMREC_) and command-line options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where streamrec keeps its data and how its processes find each other."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("./var"),
+        description="Directory holding the DuckDB file, snapshots and exports.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STREAMREC_REDIS_URL", "REDIS_URL"),
+        description="Redis server URL; unset means an in-process fakeredis (demo only).",
+    )
+    rating_min: float = Field(default=0.5, description="Lowest valid rating, in stars.")
+    rating_max: float = Field(default=5.0, description="Highest valid rating, in stars.")
+    top_n: int = Field(default=100, gt=0, description="Length of each precomputed Redis list.")
+    ingest_batch_size: int = Field(
+        default=5000, gt=0, description="Maximum events the consumer reads per XREADGROUP call."
+    )
+    ingest_block_ms: int = Field(
+        default=50, ge=0, description="Milliseconds XREADGROUP waits for new events."
+    )
+    retrain_interval_seconds: float = Field(
+        default=0.0, ge=0.0, description="Seconds between periodic retrains; 0 turns them off."
+    )
+    snapshots_kept: int = Field(
+        default=5, ge=1, description="Published snapshot versions kept when pruning."
+    )
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "streamrec.duckdb"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.data_dir / "snapshots"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
