@@ -31,3 +31,15 @@ class TrainingError(StreamrecError):
 
 class ExportTimeoutError(StreamrecError):
     """The ingest consumer did not answer an export request in time."""
+
+
+class UnknownItemError(StreamrecError, KeyError):
+    """An item id is not in the snapshot being served."""
+
+    def __str__(self) -> str:
+        # KeyError would show the message in quotes; show it as written.
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidQueryError(StreamrecError, ValueError):
+    """A query parameter is invalid: an unknown genre, a rating off the scale, a bad count."""
