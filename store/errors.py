@@ -37,7 +37,7 @@ class UnknownItemError(StreamrecError, KeyError):
     """An item id is not in the snapshot being served."""
 
     def __str__(self) -> str:
-        # KeyError would show the message in quotes; show it as written.
+        # KeyError.__str__ wraps the message in quotes, which reads badly in an error line.
         return str(self.args[0]) if self.args else ""
 
 
