@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -125,6 +125,29 @@ class Snapshot(SnapshotData):
     created_at: str
     path: Path
     manifest: dict[str, Any]
+    _item_index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _user_index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def item_index(self, item_id: str) -> int | None:
+        """Return the item_idx of an external item id, or None when this version lacks the item."""
+        return self._item_ids_to_idx().get(str(item_id))
+
+    def item_indices(self, item_ids: Iterable[str]) -> np.ndarray:
+        """Return the item_idx of each external item id as int64, with -1 for unknown items."""
+        index = self._item_ids_to_idx()
+        return np.array([index.get(str(item_id), -1) for item_id in item_ids], dtype=np.int64)
+
+    def user_index(self, user_id: str) -> int | None:
+        """Return the user_idx of an external user id, or None when this version lacks the user."""
+        if self._user_index is None:
+            self._user_index = {user_id: idx for idx, user_id in enumerate(self.user_ids.tolist())}
+        return self._user_index.get(str(user_id))
+
+    def _item_ids_to_idx(self) -> dict[str, int]:
+        # Built on first use: a published version never changes, so the map stays valid.
+        if self._item_index is None:
+            self._item_index = {item_id: idx for idx, item_id in enumerate(self.item_ids.tolist())}
+        return self._item_index
 
 
 class SnapshotStore:

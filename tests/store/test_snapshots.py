@@ -75,6 +75,19 @@ def test_seen_items_and_item_genres(tmp_path: Path) -> None:
     assert snapshot.item_genres(4).tolist() == []
 
 
+def test_id_lookups(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.publish(make_snapshot_data())
+    snapshot = store.open()
+
+    assert snapshot.item_index("30") == 2
+    assert snapshot.item_index("999") is None
+    assert snapshot.item_indices(["60", "999", "10"]).tolist() == [5, -1, 0]
+    assert snapshot.item_indices([]).dtype == np.int64
+    assert snapshot.user_index("carol") == 2
+    assert snapshot.user_index("zoe") is None
+
+
 def test_versions_increase_and_current_moves(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
 
