@@ -1,0 +1,225 @@
+"""Per-user data in Redis: precomputed top-N lists and refolded user state.
+
+Key layout (also documented in docs/ARCHITECTURE.md for clients in other languages):
+
+- `streamrec:recs:<user_id>`: sorted set of item ids scored by ranking score, higher is better.
+- `streamrec:user:<user_id>`: hash with `version` and `seq` (decimal integers), `bias` (decimal
+  float), `factors` (little-endian float32 bytes) and `seen` (little-endian int32 item_idx bytes,
+  ascending).
+
+A user's state and list are written together by one Lua script that first compares (version,
+seq) with the stored pair, so a refresh computed against older data never replaces a newer one.
+The clients passed here must return bytes (the redis-py default, not `decode_responses=True`),
+because `factors` and `seen` are binary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from redis.client import Pipeline
+
+from store import keys
+
+log = logging.getLogger(__name__)
+
+FACTORS_DTYPE = np.dtype("<f4")
+SEEN_DTYPE = np.dtype("<i4")
+
+# KEYS[1] user state hash, KEYS[2] top-N sorted set.
+# ARGV: version, seq, bias, factors, seen, write_list ("1" or "0"), then item_id, score pairs.
+# Returns 1 when it wrote, 0 when the stored (version, seq) is newer. Scores stay strings, so
+# Redis parses them exactly as Python formatted them.
+_WRITE_USER_STATE_LUA = """
+local stored = redis.call('HMGET', KEYS[1], 'version', 'seq')
+local version = tonumber(ARGV[1])
+local seq = tonumber(ARGV[2])
+if stored[1] then
+  local stored_version = tonumber(stored[1])
+  local stored_seq = tonumber(stored[2]) or -1
+  if version < stored_version or (version == stored_version and seq < stored_seq) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'seq', ARGV[2], 'bias', ARGV[3],
+           'factors', ARGV[4], 'seen', ARGV[5])
+if ARGV[6] == '1' then
+  redis.call('DEL', KEYS[2])
+  for i = 7, #ARGV, 2 do
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class UserState:
+    """A refolded user as stored in Redis: the snapshot version and ingest seq it was computed at."""
+
+    version: int
+    seq: int
+    bias: float
+    factors: np.ndarray  # float32 (K,)
+    seen_idx: np.ndarray  # int32 item_idx, ascending
+
+
+def read_list(client: redis.Redis, user_id: str, n: int) -> list[tuple[str, float]]:
+    """Return up to `n` (item_id, score) pairs of the user's precomputed list, best first.
+
+    Equal scores come in descending item id order (the Redis ZREVRANGE order). A user without a
+    list gets an empty list.
+    """
+    if n < 1:
+        raise ValueError(f"n: must be at least 1, got {n}")
+    pairs = client.zrevrange(keys.recs_key(user_id), 0, n - 1, withscores=True)
+    return [(_text(member), float(score)) for member, score in pairs]
+
+
+def write_list(
+    client: redis.Redis | Pipeline, user_id: str, item_ids: Sequence[str], scores: Sequence[float]
+) -> None:
+    """Replace the user's list with `item_ids` scored by `scores` (any order).
+
+    Given a client, DEL and ZADD run in one MULTI/EXEC transaction, so readers see the old list
+    or the new one. Given a pipeline, they are only queued and the caller executes it (atomically
+    only when the pipeline is transactional). An empty `item_ids` deletes the list.
+    """
+    mapping = _list_mapping(item_ids, scores)
+    key = keys.recs_key(user_id)
+    if isinstance(client, Pipeline):
+        _queue_list_write(client, key, mapping)
+        return
+    with client.pipeline(transaction=True) as pipeline:
+        _queue_list_write(pipeline, key, mapping)
+        pipeline.execute()
+
+
+def write_user_state(
+    client: redis.Redis,
+    user_id: str,
+    version: int,
+    seq: int,
+    bias: float,
+    factors: np.ndarray,
+    seen_idx: np.ndarray,
+    item_ids: Sequence[str] | None = None,
+    scores: Sequence[float] | None = None,
+) -> bool:
+    """Store a refolded user, and optionally their list, unless a newer state is stored.
+
+    `version` is the snapshot the user was folded into and `seq` the ingest batch number their
+    ratings are complete up to. The write happens only when (version, seq) >= the stored pair,
+    compared lexicographically, and it replaces the list in the same step when `item_ids` and
+    `scores` are given. Returns whether it wrote. The check and the write run in one Lua script,
+    so concurrent refreshes cannot interleave between them.
+    """
+    args = _state_args(version, seq, bias, factors, seen_idx)
+    if item_ids is None and scores is None:
+        args.append("0")
+    elif item_ids is None or scores is None:
+        raise ValueError("item_ids and scores: pass both or neither")
+    else:
+        args.append("1")
+        for item_id, score in _list_mapping(item_ids, scores).items():
+            args.extend((item_id, repr(score)))
+
+    script = client.register_script(_WRITE_USER_STATE_LUA)
+    written = bool(script(keys=[keys.user_key(user_id), keys.recs_key(user_id)], args=args))
+    if not written:
+        log.debug("user state stale, not written user_id=%s version=%d seq=%d", user_id, version, seq)
+    return written
+
+
+def read_user_state(client: redis.Redis, user_id: str) -> UserState | None:
+    """Return the user's refolded state, or None when none is stored.
+
+    Raises ValueError naming the key and field when the stored hash is malformed.
+    """
+    key = keys.user_key(user_id)
+    version, seq, bias, factors, seen = client.hmget(key, "version", "seq", "bias", "factors", "seen")
+    if version is None:
+        return None
+    if seq is None or bias is None or factors is None or seen is None:
+        raise ValueError(f"{key}: incomplete user state, fields version, seq, bias, factors, seen expected")
+    if isinstance(factors, str) or isinstance(seen, str):
+        raise ValueError(
+            f"{key}: factors and seen came back as text; use a Redis client without "
+            "decode_responses=True"
+        )
+    if len(factors) % FACTORS_DTYPE.itemsize or len(seen) % SEEN_DTYPE.itemsize:
+        raise ValueError(
+            f"{key}: factors ({len(factors)} bytes) and seen ({len(seen)} bytes) must be whole "
+            "4-byte values"
+        )
+    try:
+        state = UserState(
+            version=int(_text(version)),
+            seq=int(_text(seq)),
+            bias=float(_text(bias)),
+            factors=np.frombuffer(factors, dtype=FACTORS_DTYPE).astype(np.float32),
+            seen_idx=np.frombuffer(seen, dtype=SEEN_DTYPE).astype(np.int32),
+        )
+    except ValueError as exc:
+        raise ValueError(f"{key}: invalid user state: {exc}") from None
+    if not (math.isfinite(state.bias) and np.isfinite(state.factors).all()):
+        raise ValueError(f"{key}: bias and factors must be finite")
+    return state
+
+
+def _state_args(
+    version: int, seq: int, bias: float, factors: np.ndarray, seen_idx: np.ndarray
+) -> list[str | bytes]:
+    if version < 1:
+        raise ValueError(f"version: must be at least 1, got {version}")
+    if seq < 0:
+        raise ValueError(f"seq: must be at least 0, got {seq}")
+    if not math.isfinite(bias):
+        raise ValueError(f"bias: must be finite, got {bias}")
+    factors = np.asarray(factors)
+    if factors.ndim != 1 or not np.isfinite(factors).all():
+        raise ValueError(f"factors: must be a finite 1-D array, got shape {factors.shape}")
+    seen_idx = np.asarray(seen_idx)
+    if seen_idx.ndim != 1 or (seen_idx.size and seen_idx.min() < 0):
+        raise ValueError(
+            f"seen_idx: must be a 1-D array of non-negative item_idx, got shape {seen_idx.shape} "
+            f"min {seen_idx.min() if seen_idx.size else None}"
+        )
+    return [
+        str(int(version)),
+        str(int(seq)),
+        repr(float(bias)),
+        factors.astype(FACTORS_DTYPE).tobytes(),
+        np.sort(seen_idx).astype(SEEN_DTYPE).tobytes(),
+    ]
+
+
+def _list_mapping(item_ids: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    if len(item_ids) != len(scores):
+        raise ValueError(
+            f"item_ids and scores: must have the same length, got {len(item_ids)} and {len(scores)}"
+        )
+    mapping = {}
+    for item_id, score in zip(item_ids, scores):
+        score = float(score)
+        if not math.isfinite(score):
+            raise ValueError(f"scores: must be finite, got {score} for item_id={item_id}")
+        mapping[str(item_id)] = score
+    if len(mapping) != len(item_ids):
+        raise ValueError("item_ids: must be distinct")
+    return mapping
+
+
+def _queue_list_write(pipeline: Pipeline, key: str, mapping: dict[str, float]) -> None:
+    pipeline.delete(key)
+    if mapping:
+        pipeline.zadd(key, mapping)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
