@@ -146,10 +146,10 @@ def read_user_state(client: redis.Redis, user_id: str) -> UserState | None:
     if version is None:
         return None
     if seq is None or bias is None or factors is None or seen is None:
-        raise ValueError(f"{key}: incomplete user state, fields version, seq, bias, factors, seen expected")
+        raise ValueError(f"{key}: incomplete user state, expected fields version, seq, bias, factors and seen")
     if isinstance(factors, str) or isinstance(seen, str):
         raise ValueError(
-            f"{key}: factors and seen came back as text; use a Redis client without "
+            f"{key}: factors and seen came back as text. Use a Redis client without "
             "decode_responses=True"
         )
     if len(factors) % FACTORS_DTYPE.itemsize or len(seen) % SEEN_DTYPE.itemsize:
