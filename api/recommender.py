@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ from store.settings import Settings
 from store.snapshots import CURRENT_FILE, Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
+
+# Seconds between two warnings about an unreachable Redis, so an outage logs a line per interval.
+REDIS_ERROR_LOG_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Recommender:
         self._lock = threading.Lock()
         self._served: _Served | None = None
         self._current_stamp: tuple[int, int, int] | None = None
+        self._redis_error_logged_at = -math.inf
         try:
             self._serving()
         except SnapshotNotFoundError:
@@ -278,6 +283,13 @@ class Recommender:
             return read_user_state(self._redis, user_id)
         except ValueError:
             log.warning("refolded user state invalid, ignored user_id=%s", user_id, exc_info=True)
+            return None
+        except redis.RedisError as exc:
+            # Serving the trained rows beats failing the query while Redis is unreachable.
+            now = time.monotonic()
+            if now - self._redis_error_logged_at >= REDIS_ERROR_LOG_INTERVAL:
+                self._redis_error_logged_at = now
+                log.warning("redis unavailable, serving trained users only error=%s", exc)
             return None
 
     @staticmethod

@@ -141,6 +141,19 @@ def test_recommend_ignores_state_of_wrong_size(settings: Settings, store: Snapsh
     assert recommender.recommend("alice").source == "snapshot"
 
 
+def test_recommend_survives_redis_outage(settings: Settings, store: SnapshotStore) -> None:
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    write_user_state(client, "alice", version=1, seq=4, bias=0.0, factors=np.array([0.0, 2.0]), seen_idx=np.array([1]))
+    recommender = Recommender(settings, redis=client)
+    server.connected = False
+
+    result = recommender.recommend("alice")
+
+    assert result.source == "snapshot"
+    assert result.item_ids == ["30", "20", "60", "50"]
+
+
 def test_recommend_with_real_redis(settings: Settings, store: SnapshotStore, redis_client) -> None:
     write_user_state(redis_client, "alice", version=1, seq=4, bias=0.0, factors=np.array([0.0, 2.0]), seen_idx=np.array([1]))
     recommender = Recommender(settings, redis=redis_client)
