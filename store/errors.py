@@ -43,3 +43,7 @@ class UnknownItemError(StreamrecError, KeyError):
 
 class InvalidQueryError(StreamrecError, ValueError):
     """A query parameter is invalid: an unknown genre, a rating off the scale, a bad count."""
+
+
+class ExportFailedError(StreamrecError):
+    """The ingest consumer answered an export request with an error."""

@@ -19,3 +19,8 @@ def recs_key(user_id: str) -> str:
 def user_key(user_id: str) -> str:
     """Hash of a refolded user's state: version, seq, bias, factors, seen."""
     return f"streamrec:user:{user_id}"
+
+
+def export_reply_key(token: str) -> str:
+    """List on which the ingest consumer answers one export request; it expires after a while."""
+    return f"streamrec:export:reply:{token}"
