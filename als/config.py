@@ -1,0 +1,70 @@
+"""Hyperparameters of the biased matrix factorisation with a genre prior."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ALSConfig:
+    """Hyperparameters for training and fold-in, validated on construction.
+
+    The loss is an unnormalised sum over ratings, so the penalties are of order 1 to 20: each
+    one weighs against a row's rating count, not against a mean.
+    """
+
+    factors: int = 64
+    """Number of latent factors K of every user, item and genre vector."""
+
+    reg_factors: float = 8.0
+    """Penalty tau on |u_m|^2 and on |v_n - g_n|^2 (the distance of an item from its genre prior)."""
+
+    reg_bias: float = 5.0
+    """Penalty gamma on the squared user and item biases."""
+
+    reg_genre: float = 8.0
+    """Penalty beta on the squared genre factors |f_k|^2."""
+
+    epochs: int = 15
+    """Number of full ALS passes (users, items, genres)."""
+
+    use_genres: bool = True
+    """Pull item factors towards the genre prior; when False the prior is zero (plain biased MF)."""
+
+    seed: int = 42
+    """Seed of the random initial item factors."""
+
+    init_scale: float = 0.1
+    """Standard deviation of the initial item factors (drawn from a normal distribution)."""
+
+    def __post_init__(self) -> None:
+        # Numpy scalars are accepted and stored as Python numbers, so to_dict stays JSON-ready.
+        for name, minimum in (("factors", 1), ("epochs", 1), ("seed", 0)):
+            object.__setattr__(self, name, _require_int(name, getattr(self, name), minimum=minimum))
+        for name in ("reg_factors", "reg_bias", "reg_genre", "init_scale"):
+            object.__setattr__(self, name, _require_positive(name, getattr(self, name)))
+        if not isinstance(self.use_genres, bool):
+            raise ValueError(f"use_genres: must be a bool, got {self.use_genres!r}")
+
+    def to_dict(self) -> dict:
+        """Return the fields as a plain dict (JSON-serialisable)."""
+        return asdict(self)
+
+
+def _require_int(name: str, value: object, *, minimum: int) -> int:
+    # bool is a subclass of int, but True as a factor count is a mistake.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}: must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _require_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}: must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: must be > 0 and finite, got {value}")
+    return float(value)

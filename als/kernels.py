@@ -1,0 +1,162 @@
+"""numba kernels for the row half-steps of ALS and the squared-error sum.
+
+A half-step solves, for every row r of one side (users or items) with the other side fixed,
+
+    minimise  1/2 sum_{c in row r} (y_rc - b_r - w_c . x_r)^2 + gamma/2 b_r^2 + tau/2 |x_r - p_r|^2
+
+where y_rc = rating - global_mean - (bias of column c), w_c are the other side's factors, and
+p_r is the row's prior (the genre prior for items, zero for users). Appending a constant 1 to
+w_c turns bias and factors into one unknown z_r = (x_r, b_r) of size K + 1 with the normal
+equations
+
+    (sum_c [w_c; 1][w_c; 1]^T + diag(tau, ..., tau, gamma)) z_r = sum_c [w_c; 1] y_rc + [tau p_r; 0]
+
+which are symmetric positive definite whenever tau, gamma > 0, so Cholesky always applies.
+A row without ratings gets z_r = (p_r, 0), its exact minimiser.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, nogil=True)
+def cholesky_solve(A, x, n):  # pragma: no cover - compiled
+    """Solve A z = x in place for the symmetric positive definite leading n x n block of A.
+
+    Reads only the lower triangle of A and overwrites it with the Cholesky factor L. Writes
+    the solution z into x. Returns False when a pivot is not positive or z is not finite,
+    which leaves x undefined.
+    """
+    for j in range(n):
+        pivot = A[j, j]
+        for p in range(j):
+            pivot -= A[j, p] * A[j, p]
+        # `not (pivot > 0)` also catches NaN.
+        if not (pivot > 0.0) or not np.isfinite(pivot):
+            return False
+        diagonal = np.sqrt(pivot)
+        A[j, j] = diagonal
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for p in range(j):
+                s -= A[i, p] * A[j, p]
+            A[i, j] = s / diagonal
+
+    # Forward substitution L y = x, then back substitution L^T z = y.
+    for i in range(n):
+        s = x[i]
+        for p in range(i):
+            s -= A[i, p] * x[p]
+        x[i] = s / A[i, i]
+    for i in range(n - 1, -1, -1):
+        s = x[i]
+        for p in range(i + 1, n):
+            s -= A[p, i] * x[p]
+        x[i] = s / A[i, i]
+
+    for i in range(n):
+        if not np.isfinite(x[i]):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def solve_row(
+    row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
+    reg_bias, reg_factors, A, x, w, out_factors, out_bias,
+):  # pragma: no cover - compiled
+    """Write the exact minimiser (bias and factors) of one row into out_factors and out_bias.
+
+    other_factors: float32 (C, K). other_bias: float32 (C,). prior: float64 (R, K), or shape
+    (0, K) for a zero prior. A: float64 (K+1, K+1), x and w: float64 (K+1,) scratch. Returns
+    False and leaves the row unchanged when the Cholesky solve fails.
+    """
+    K = other_factors.shape[1]
+    n = K + 1
+    for i in range(n):
+        x[i] = 0.0
+        for j in range(i + 1):
+            A[i, j] = 0.0
+
+    # Accumulate the lower triangle of sum w w^T and the right-hand side sum w y in float64,
+    # where w is the other side's factors with a trailing 1 for the bias.
+    w[K] = 1.0
+    for p in range(indptr[row], indptr[row + 1]):
+        column = columns[p]
+        y = ratings[p] - global_mean - other_bias[column]
+        for k in range(K):
+            w[k] = other_factors[column, k]
+        for i in range(n):
+            wi = w[i]
+            x[i] += wi * y
+            for j in range(i + 1):
+                A[i, j] += wi * w[j]
+
+    for k in range(K):
+        A[k, k] += reg_factors
+    A[K, K] += reg_bias
+    if prior.shape[0] > 0:
+        for k in range(K):
+            x[k] += reg_factors * prior[row, k]
+
+    if not cholesky_solve(A, x, n):
+        return False
+    for k in range(K):
+        out_factors[row, k] = x[k]
+    out_bias[row] = x[K]
+    return True
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def solve_rows(
+    indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
+    reg_bias, reg_factors, chunk_bounds, out_factors, out_bias,
+):  # pragma: no cover - compiled
+    """Run solve_row for every row, in parallel over chunks of consecutive rows.
+
+    chunk_bounds: int64 (C+1,), ascending row boundaries covering all rows. Each chunk owns its
+    scratch, so nothing is allocated per row. Returns int64 (C,) holding, per chunk, the first
+    row whose solve failed, or -1 when all rows of the chunk succeeded.
+    """
+    n_chunks = chunk_bounds.shape[0] - 1
+    K = other_factors.shape[1]
+    failed = np.full(n_chunks, -1, np.int64)
+    for chunk in prange(n_chunks):
+        A = np.empty((K + 1, K + 1), np.float64)
+        x = np.empty(K + 1, np.float64)
+        w = np.empty(K + 1, np.float64)
+        for row in range(chunk_bounds[chunk], chunk_bounds[chunk + 1]):
+            ok = solve_row(
+                row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
+                reg_bias, reg_factors, A, x, w, out_factors, out_bias,
+            )
+            if not ok and failed[chunk] < 0:
+                failed[chunk] = row
+    return failed
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def squared_error_sum(
+    indptr, columns, ratings, row_factors, row_bias, column_factors, column_bias, global_mean,
+):  # pragma: no cover - compiled
+    """Return sum over stored ratings of (r - global_mean - b_row - c_col - u_row . v_col)^2.
+
+    Accumulates in float64. Any CSR layout works (rows by user or rows by item) as long as the
+    row and column arrays match it.
+    """
+    n_rows = indptr.shape[0] - 1
+    K = row_factors.shape[1]
+    total = 0.0
+    for row in prange(n_rows):
+        row_sum = 0.0
+        for p in range(indptr[row], indptr[row + 1]):
+            column = columns[p]
+            prediction = global_mean + row_bias[row] + column_bias[column]
+            for k in range(K):
+                prediction += np.float64(row_factors[row, k]) * column_factors[column, k]
+            error = ratings[p] - prediction
+            row_sum += error * error
+        total += row_sum
+    return total

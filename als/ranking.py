@@ -1,0 +1,109 @@
+"""Raw predictions and top-N selection."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from als.model import ALSModel
+
+UNKNOWN = -1
+"""Index that stands for a user or item the model has no row for."""
+
+
+def predict(model: ALSModel, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+    """Return float64 global_mean + b_m + c_n + u_m . v_n for each (user, item) pair, unclipped.
+
+    An index of -1 means unknown: an unknown user contributes b_m = 0 and u_m = 0, an unknown
+    item c_n = 0 and v_n = 0 (a cold item with genres should be passed by its own index, since
+    its model row already contains the genre prior). Raises ValueError for other indices outside
+    the model or for lengths that differ.
+    """
+    users = _check_indices("user_idx", user_idx, model.n_users)
+    items = _check_indices("item_idx", item_idx, model.n_items)
+    if users.shape != items.shape:
+        raise ValueError(f"user_idx, item_idx: must have equal lengths, got {users.size}, {items.size}")
+
+    known_user = users >= 0
+    known_item = items >= 0
+    # Unknown rows read row 0 and are then masked to zero, which avoids a copy per mask.
+    safe_users = np.where(known_user, users, 0)
+    safe_items = np.where(known_item, items, 0)
+
+    scores = np.full(users.shape, model.global_mean, np.float64)
+    if model.n_users:
+        scores += np.where(known_user, model.user_bias[safe_users], 0.0)
+    if model.n_items:
+        scores += np.where(known_item, model.item_bias[safe_items], 0.0)
+    both = known_user & known_item
+    if both.any():
+        user_rows = model.user_factors[users[both]].astype(np.float64)
+        item_rows = model.item_factors[items[both]].astype(np.float64)
+        scores[both] += np.einsum("ij,ij->i", user_rows, item_rows)
+    return scores
+
+
+def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Return the indices of the n highest scores, best first, as int64.
+
+    Equal scores are ordered by lower index first. Indices in exclude are skipped. Fewer than n
+    indices come back when fewer candidates remain. Uses argpartition, so the cost is linear in
+    len(scores) plus n log n. Raises ValueError for NaN scores, a negative n or an exclude index
+    outside the scores.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 1:
+        raise ValueError(f"scores: must be 1-D, got shape {scores.shape}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n: must be a non-negative integer, got {n!r}")
+    if np.isnan(scores).any():
+        raise ValueError(f"scores: must not contain NaN, got one at index {int(np.flatnonzero(np.isnan(scores))[0])}")
+
+    if exclude is None or len(exclude) == 0:
+        candidates = np.arange(scores.shape[0], dtype=np.int64)
+        candidate_scores = scores
+    else:
+        excluded = np.asarray(exclude)
+        if excluded.ndim != 1 or not np.issubdtype(excluded.dtype, np.integer):
+            raise ValueError(f"exclude: must be a 1-D integer array, got dtype {excluded.dtype} shape {excluded.shape}")
+        if excluded.min() < 0 or excluded.max() >= scores.shape[0]:
+            bad = excluded.min() if excluded.min() < 0 else excluded.max()
+            raise ValueError(f"exclude: must be in [0, {scores.shape[0]}), got {bad}")
+        keep = np.ones(scores.shape[0], bool)
+        keep[excluded] = False
+        candidates = np.flatnonzero(keep)
+        candidate_scores = scores[candidates]
+
+    count = min(int(n), candidates.shape[0])
+    if count == 0:
+        return np.zeros(0, np.int64)
+
+    if count < candidates.shape[0]:
+        # argpartition breaks ties at the cut arbitrarily, so take everything above the n-th
+        # best score and then the lowest indices among those equal to it.
+        nth = np.argpartition(-candidate_scores, count - 1)[count - 1]
+        threshold = candidate_scores[nth]
+        above = np.flatnonzero(candidate_scores > threshold)
+        tied = np.flatnonzero(candidate_scores == threshold)[: count - above.shape[0]]
+        chosen = np.concatenate((above, tied))
+    else:
+        chosen = np.arange(candidates.shape[0])
+
+    # Sort by descending score, then ascending index.
+    order = np.lexsort((chosen, -candidate_scores[chosen]))
+    return candidates[chosen[order]].astype(np.int64)
+
+
+def _check_indices(name: str, values: np.ndarray, size: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: must be 1-D, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name}: must hold integers, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < UNKNOWN:
+            raise ValueError(f"{name}: must be -1 (unknown) or in [0, {size}), got {low}")
+        if high >= size:
+            raise ValueError(f"{name}: must be -1 (unknown) or in [0, {size}), got {high}")
+    return array
