@@ -19,7 +19,7 @@ import numpy as np
 import redis
 
 import als
-from api.lists import UserState, read_user_state
+from store.user_state import UserState, read_user_state
 from api.results import Recommendation, Recommendations, UserSource
 from store.errors import InvalidQueryError, SnapshotError, SnapshotNotFoundError, UnknownItemError
 from store.settings import Settings

@@ -14,7 +14,7 @@ import pytest
 
 import als
 from api import Recommendation, Recommender
-from api.lists import write_user_state
+from store.user_state import write_user_state
 from store.errors import InvalidQueryError, SnapshotNotFoundError, UnknownItemError
 from store.settings import Settings
 from store.snapshots import SnapshotStore

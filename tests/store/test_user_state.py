@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import redis
 
-from api.lists import read_list, read_user_state, write_list, write_user_state
+from store.user_state import read_list, read_user_state, write_list, write_user_state
 from store import keys
 
 

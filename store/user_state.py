@@ -223,3 +223,39 @@ def _queue_list_write(pipeline: Pipeline, key: str, mapping: dict[str, float]) -
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def write_users(
+    client: redis.Redis,
+    snapshot,
+    *,
+    user_ids: Sequence[str],
+    seq: int,
+    biases: np.ndarray,
+    factors: np.ndarray,
+    seen: Sequence[np.ndarray],
+    list_idx: np.ndarray,
+    list_scores: np.ndarray,
+) -> int:
+    """Write many users' states and lists in one pipeline, each guarded like write_user_state.
+
+    `list_idx` holds item indices of `snapshot` (-1 for padding) and `list_scores` their scores.
+    Returns the number of users written; the others had a newer state stored already.
+    """
+    script = client.register_script(_WRITE_USER_STATE_LUA)
+    item_ids = snapshot.item_ids
+    with client.pipeline(transaction=False) as pipeline:
+        for row, user_id in enumerate(user_ids):
+            args = _state_args(snapshot.version, seq, float(biases[row]), factors[row], seen[row])
+            args.append("1")
+            for item_idx, score in zip(list_idx[row], list_scores[row]):
+                if item_idx < 0:
+                    break
+                args.extend((str(item_ids[item_idx]), repr(float(score))))
+            script(keys=[keys.user_key(user_id), keys.recs_key(user_id)], args=args, client=pipeline)
+        results = pipeline.execute()
+    written = sum(1 for result in results if result)
+    if written < len(user_ids):
+        log.info("stale user states skipped users=%d version=%d seq=%d",
+                 len(user_ids) - written, snapshot.version, seq)
+    return written
