@@ -1,0 +1,527 @@
+"""The DuckDB database of users, items and ratings: schema, batch upserts and bulk reads.
+
+Only one process may open the file for writing, and while it does no other process may open it
+at all. While the ingest consumer runs it is that process, so other processes ask it for exports
+instead of opening the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import duckdb
+import numpy as np
+
+from store.errors import DatabaseLockedError, DataFileError
+from store.keys import EVENTS_STREAM
+from store.ratings_data import RatingsData, genre_csr, unicode_array
+
+log = logging.getLogger(__name__)
+
+SCHEMA_SQL = resources.files("store").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+class RatingRecord(Protocol):
+    """Fields apply_ratings reads from each event; ingest.events.RatingEvent has them."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def rating(self) -> float: ...
+    @property
+    def timestamp(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class AppliedBatch:
+    """Outcome of one apply_ratings call."""
+
+    seq: int  # batch number written to updated_seq of every row this batch changed
+    user_ids: list[str]  # users whose stored ratings changed, in order of first appearance
+    received: int  # events passed in
+    written: int  # ratings inserted or replaced
+    stale: int  # events that lost to a stored rating or to a newer one in the same batch
+    new_users: int
+    new_items: int
+
+
+class Counts(NamedTuple):
+    """Row counts of the main tables."""
+
+    users: int
+    items: int
+    ratings: int
+
+
+class Database:
+    """A connection to the streamrec DuckDB file; use as a context manager.
+
+    Opening for writing creates the schema when missing. Raises DatabaseLockedError when another
+    process holds the file, and FileNotFoundError for a read-only open of a missing file.
+    """
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        in_memory = self.path == ":memory:"
+        if read_only and not in_memory and not Path(self.path).exists():
+            raise FileNotFoundError(
+                f"database not found: {self.path}; load ratings first (streamrec load-movielens)"
+            )
+        if not read_only and not in_memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise DatabaseLockedError(
+                    f"database is locked: {self.path}; another process holds it, probably the "
+                    "ingest consumer (streamrec ingest). Stop it, or let it export the ratings."
+                ) from exc
+            raise
+        self._transaction_depth = 0
+        if not read_only:
+            self._con.execute(SCHEMA_SQL)
+
+    # -- connection lifetime -------------------------------------------------------------------
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The raw DuckDB connection, for other modules of the store package."""
+        return self._con
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block in one transaction; nested uses join the outer one."""
+        if self._transaction_depth > 0:
+            self._transaction_depth += 1
+            try:
+                yield
+            finally:
+                self._transaction_depth -= 1
+            return
+
+        self._con.execute("BEGIN TRANSACTION")
+        self._transaction_depth = 1
+        try:
+            yield
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        else:
+            self._con.execute("COMMIT")
+        finally:
+            self._transaction_depth = 0
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def apply_ratings(
+        self,
+        events: Sequence[RatingRecord],
+        *,
+        stream: str = EVENTS_STREAM,
+        last_stream_id: str | None = None,
+    ) -> AppliedBatch:
+        """Upsert a batch of rating events in one transaction, as batch number current seq + 1.
+
+        Events are in stream order and must carry a timestamp. New external ids get the next
+        dense indices. The batch number and `last_stream_id` are stored as the progress of
+        `stream` in the same transaction, so progress never runs ahead of the data.
+        An empty batch writes nothing and returns the current seq.
+        """
+        if not events:
+            return AppliedBatch(self.current_seq(), [], 0, 0, 0, 0, 0)
+
+        incoming = {
+            "pos": np.arange(len(events), dtype=np.int64),
+            "user_id": np.array([str(event.user_id) for event in events], dtype=object),
+            "item_id": np.array([str(event.item_id) for event in events], dtype=object),
+            "rating": np.array([event.rating for event in events], dtype=np.float32),
+            "timestamp": np.array([_required_timestamp(event) for event in events], dtype=np.int64),
+        }
+
+        self._con.register("incoming_events", incoming)
+        try:
+            with self.transaction():
+                seq = self.current_seq() + 1
+                batch = self.merge_ratings(
+                    "SELECT pos, user_id, item_id, rating, timestamp FROM incoming_events", seq
+                )
+                self._con.execute(
+                    """
+                    INSERT INTO ingest_progress (stream, last_stream_id, seq) VALUES ($1, $2, $3)
+                    ON CONFLICT (stream) DO UPDATE SET
+                        last_stream_id = coalesce(excluded.last_stream_id, ingest_progress.last_stream_id),
+                        seq = excluded.seq
+                    """,
+                    [stream, last_stream_id, seq],
+                )
+        finally:
+            self._con.unregister("incoming_events")
+        return batch
+
+    def merge_ratings(self, select_sql: str, seq: int) -> AppliedBatch:
+        """Upsert the ratings a query returns, writing `seq` into updated_seq of changed rows.
+
+        The query returns columns (pos, user_id, item_id, rating, timestamp); pos orders rows
+        that share a user, item and timestamp (the later one wins). A rating replaces the stored
+        one only when its timestamp is newer, or equal with a higher seq, so replaying a batch
+        changes nothing. Call inside a transaction. Bulk loads pass seq 0.
+        """
+        con = self._con
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE staged_ratings AS
+            SELECT pos, user_id::VARCHAR AS user_id, item_id::VARCHAR AS item_id,
+                   rating::REAL AS rating, timestamp::BIGINT AS timestamp
+            FROM ({select_sql})
+            """
+        )
+        received = con.execute("SELECT count(*) FROM staged_ratings").fetchone()[0]
+
+        # Dense indices for unseen ids, in order of first appearance in the batch.
+        new_users = con.execute(
+            """
+            INSERT INTO users (user_idx, user_id)
+            SELECT (SELECT coalesce(max(user_idx), -1) FROM users)
+                       + row_number() OVER (ORDER BY first_pos),
+                   user_id
+            FROM (SELECT user_id, min(pos) AS first_pos FROM staged_ratings
+                  WHERE user_id NOT IN (SELECT user_id FROM users) GROUP BY user_id)
+            """
+        ).fetchone()[0]
+        new_items = con.execute(
+            """
+            INSERT INTO items (item_idx, item_id, title, genres)
+            SELECT (SELECT coalesce(max(item_idx), -1) FROM items)
+                       + row_number() OVER (ORDER BY first_pos),
+                   item_id, NULL, []::VARCHAR[]
+            FROM (SELECT item_id, min(pos) AS first_pos FROM staged_ratings
+                  WHERE item_id NOT IN (SELECT item_id FROM items) GROUP BY item_id)
+            """
+        ).fetchone()[0]
+
+        # One candidate per (user, item): the newest timestamp, then the later position. Each
+        # candidate is compared with the stored row so only winners reach the upsert, whose
+        # WHERE clause repeats the rule for safety.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE candidate_ratings AS
+            SELECT c.pos, c.user_id, u.user_idx, i.item_idx, c.rating, c.timestamp,
+                   (r.user_idx IS NULL
+                    OR c.timestamp > r.timestamp
+                    OR (c.timestamp = r.timestamp AND $1 > r.updated_seq)) AS wins
+            FROM (SELECT * FROM staged_ratings
+                  QUALIFY row_number() OVER (PARTITION BY user_id, item_id
+                                             ORDER BY timestamp DESC, pos DESC) = 1) AS c
+            JOIN users u ON u.user_id = c.user_id
+            JOIN items i ON i.item_id = c.item_id
+            LEFT JOIN ratings r ON r.user_idx = u.user_idx AND r.item_idx = i.item_idx
+            """,
+            [seq],
+        )
+        con.execute(
+            """
+            INSERT INTO ratings (user_idx, item_idx, rating, timestamp, updated_seq)
+            SELECT user_idx, item_idx, rating, timestamp, $1 FROM candidate_ratings WHERE wins
+            ON CONFLICT (user_idx, item_idx) DO UPDATE SET
+                rating = excluded.rating,
+                timestamp = excluded.timestamp,
+                updated_seq = excluded.updated_seq
+            WHERE excluded.timestamp > ratings.timestamp
+               OR (excluded.timestamp = ratings.timestamp AND excluded.updated_seq > ratings.updated_seq)
+            """,
+            [seq],
+        )
+
+        written = con.execute("SELECT count(*) FROM candidate_ratings WHERE wins").fetchone()[0]
+        touched = con.execute(
+            """
+            SELECT user_id FROM candidate_ratings WHERE wins
+            GROUP BY user_id ORDER BY min(pos)
+            """
+        ).fetchnumpy()["user_id"]
+        con.execute("DROP TABLE staged_ratings")
+        con.execute("DROP TABLE candidate_ratings")
+
+        return AppliedBatch(
+            seq=seq,
+            user_ids=[str(user_id) for user_id in touched],
+            received=int(received),
+            written=int(written),
+            stale=int(received - written),
+            new_users=int(new_users),
+            new_items=int(new_items),
+        )
+
+    def merge_items(self, select_sql: str) -> tuple[int, int]:
+        """Insert or update items from a query; return (new items, updated items).
+
+        The query returns columns (pos, item_id, title, genres VARCHAR[]); for an item id listed
+        twice the later position wins. Existing items keep their index and get the new title and
+        genres. Call inside a transaction.
+        """
+        con = self._con
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE staged_items AS
+            SELECT pos, item_id::VARCHAR AS item_id, title::VARCHAR AS title, genres::VARCHAR[] AS genres
+            FROM ({select_sql})
+            QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY pos DESC) = 1
+            """
+        )
+        updated = con.execute(
+            """
+            UPDATE items SET title = s.title, genres = s.genres
+            FROM staged_items s WHERE items.item_id = s.item_id
+            """
+        ).fetchone()[0]
+        inserted = con.execute(
+            """
+            INSERT INTO items (item_idx, item_id, title, genres)
+            SELECT (SELECT coalesce(max(item_idx), -1) FROM items) + row_number() OVER (ORDER BY pos),
+                   item_id, title, genres
+            FROM staged_items WHERE item_id NOT IN (SELECT item_id FROM items)
+            """
+        ).fetchone()[0]
+        con.execute("DROP TABLE staged_items")
+        return int(inserted), int(updated)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def current_seq(self) -> int:
+        """Return the number of the last ingest batch committed, 0 before the first."""
+        return int(self._con.execute("SELECT coalesce(max(seq), 0) FROM ingest_progress").fetchone()[0])
+
+    def ingest_progress(self, stream: str = EVENTS_STREAM) -> tuple[str | None, int] | None:
+        """Return (last committed stream id, batch seq) for a stream, or None if never ingested."""
+        row = self._con.execute(
+            "SELECT last_stream_id, seq FROM ingest_progress WHERE stream = $1", [stream]
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], int(row[1])
+
+    def counts(self) -> Counts:
+        """Count users, items and ratings."""
+        row = self._con.execute(
+            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), (SELECT count(*) FROM ratings)"
+        ).fetchone()
+        return Counts(int(row[0]), int(row[1]), int(row[2]))
+
+    def user_ratings(self, user_ids: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Return each user's complete current ratings as (item ids, float32 ratings).
+
+        Items are ordered by item_idx. Users without any rating are left out of the result.
+        """
+        requested = {"user_id": np.array([str(user_id) for user_id in user_ids], dtype=object)}
+        self._con.register("requested_users", requested)
+        try:
+            columns = self._con.execute(
+                """
+                SELECT u.user_id, i.item_id, r.rating
+                FROM (SELECT DISTINCT user_id FROM requested_users) w
+                JOIN users u ON u.user_id = w.user_id
+                JOIN ratings r ON r.user_idx = u.user_idx
+                JOIN items i ON i.item_idx = r.item_idx
+                ORDER BY u.user_idx, r.item_idx
+                """
+            ).fetchnumpy()
+        finally:
+            self._con.unregister("requested_users")
+
+        users = columns["user_id"]
+        item_ids = unicode_array(columns["item_id"])
+        ratings = np.asarray(columns["rating"], dtype=np.float32)
+        # Rows arrive grouped by user, so each user's ratings are one contiguous slice.
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if users.shape[0] else []
+        bounds = list(starts) + [users.shape[0]]
+        return {
+            str(users[start]): (item_ids[start:stop], ratings[start:stop])
+            for start, stop in zip(bounds[:-1], bounds[1:])
+        }
+
+    def users_updated_since(self, seq: int) -> list[str]:
+        """Return the users with a rating written by a batch numbered above `seq`, by user_idx."""
+        rows = self._con.execute(
+            """
+            SELECT user_id FROM users
+            WHERE user_idx IN (SELECT user_idx FROM ratings WHERE updated_seq > $1)
+            ORDER BY user_idx
+            """,
+            [seq],
+        ).fetchnumpy()["user_id"]
+        return [str(user_id) for user_id in rows]
+
+    def ratings_arrays(self) -> RatingsData:
+        """Read every rating and the id, title and genre tables as numpy arrays."""
+        with self.transaction():
+            return _fetch_ratings_data(self._con)
+
+    # -- export --------------------------------------------------------------------------------
+
+    def export_ratings(self, path: str | Path) -> int:
+        """Write all ratings to Parquet at `path` and items next to it; return the watermark.
+
+        The ratings file carries both dense indices and external ids, so readers need no
+        database. Both files are written under temporary names and renamed into place, items
+        first, so a ratings file that exists is complete.
+        """
+        path = Path(path)
+        items_path = export_items_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ratings_tmp = path.with_name(path.name + ".tmp")
+        items_tmp = items_path.with_name(items_path.name + ".tmp")
+
+        with self.transaction():
+            watermark = int(
+                self._con.execute("SELECT coalesce(max(updated_seq), 0) FROM ratings").fetchone()[0]
+            )
+            self._con.execute(
+                f"""
+                COPY (SELECT item_idx, item_id, title, genres FROM items ORDER BY item_idx)
+                TO {sql_literal(items_tmp)} (FORMAT parquet)
+                """
+            )
+            self._con.execute(
+                f"""
+                COPY (
+                    SELECT r.user_idx, u.user_id, r.item_idx, i.item_id,
+                           r.rating, r.timestamp, r.updated_seq
+                    FROM ratings r
+                    JOIN users u ON u.user_idx = r.user_idx
+                    JOIN items i ON i.item_idx = r.item_idx
+                    ORDER BY r.user_idx, r.item_idx
+                ) TO {sql_literal(ratings_tmp)} (FORMAT parquet)
+                """
+            )
+        os.replace(items_tmp, items_path)
+        os.replace(ratings_tmp, path)
+        log.info("ratings exported path=%s watermark=%d", path, watermark)
+        return watermark
+
+
+def export_items_path(ratings_path: str | Path) -> Path:
+    """Return the items Parquet path that belongs to an exported ratings Parquet path."""
+    ratings_path = Path(ratings_path)
+    stem = ratings_path.name.removesuffix(".parquet")
+    return ratings_path.with_name(f"{stem}.items.parquet")
+
+
+def read_export(path: str | Path) -> RatingsData:
+    """Read ratings exported by Database.export_ratings, without opening the database.
+
+    Raises DataFileError naming the file when either Parquet file is missing or unreadable.
+    """
+    path = Path(path)
+    items_path = export_items_path(path)
+    for required in (path, items_path):
+        if not required.is_file():
+            raise DataFileError(f"export file not found: {required}")
+
+    con = duckdb.connect(":memory:")
+    try:
+        # Views with the database's table names let one set of queries serve both sources.
+        con.execute(f"CREATE VIEW items AS SELECT * FROM read_parquet({sql_literal(items_path)})")
+        con.execute(
+            f"""
+            CREATE VIEW ratings AS
+            SELECT user_idx, item_idx, rating, timestamp, updated_seq
+            FROM read_parquet({sql_literal(path)})
+            """
+        )
+        con.execute(
+            f"""
+            CREATE VIEW users AS
+            SELECT DISTINCT user_idx, user_id FROM read_parquet({sql_literal(path)})
+            """
+        )
+        return _fetch_ratings_data(con)
+    except duckdb.Error as exc:
+        raise DataFileError(f"export {path} could not be read: {exc}") from exc
+    finally:
+        con.close()
+
+
+def _fetch_ratings_data(con: duckdb.DuckDBPyConnection) -> RatingsData:
+    """Read tables (or views) users, items and ratings into a RatingsData."""
+    users = con.execute("SELECT user_idx, user_id FROM users ORDER BY user_idx").fetchnumpy()
+    n_users = users["user_idx"].shape[0]
+    if n_users and int(users["user_idx"][-1]) != n_users - 1:
+        raise DataFileError(f"user indices are not dense: {n_users} users, highest user_idx {users['user_idx'][-1]}")
+
+    items = con.execute(
+        "SELECT item_idx, item_id, coalesce(title, '') AS title FROM items ORDER BY item_idx"
+    ).fetchnumpy()
+    n_items = items["item_idx"].shape[0]
+    if n_items and int(items["item_idx"][-1]) != n_items - 1:
+        raise DataFileError(f"item indices are not dense: {n_items} items, highest item_idx {items['item_idx'][-1]}")
+
+    ratings = con.execute(
+        """
+        SELECT user_idx, item_idx, rating, timestamp FROM ratings ORDER BY user_idx, item_idx
+        """
+    ).fetchnumpy()
+    watermark = con.execute("SELECT coalesce(max(updated_seq), 0) FROM ratings").fetchone()[0]
+
+    # Genre names come from the data, sorted, so a genre's index is its rank among the names.
+    genre_names = con.execute(
+        "SELECT DISTINCT genre FROM (SELECT unnest(genres) AS genre FROM items) ORDER BY genre"
+    ).fetchnumpy()["genre"]
+    pairs = con.execute(
+        """
+        WITH pairs AS (SELECT DISTINCT item_idx, unnest(genres) AS genre FROM items),
+             names AS (SELECT genre, (row_number() OVER (ORDER BY genre) - 1)::INTEGER AS genre_idx
+                       FROM (SELECT DISTINCT genre FROM pairs))
+        SELECT p.item_idx, n.genre_idx FROM pairs p JOIN names n ON n.genre = p.genre
+        ORDER BY p.item_idx, n.genre_idx
+        """
+    ).fetchnumpy()
+    indptr, indices = genre_csr(pairs["item_idx"], pairs["genre_idx"], n_items)
+
+    return RatingsData(
+        user_idx=np.asarray(ratings["user_idx"], dtype=np.int32),
+        item_idx=np.asarray(ratings["item_idx"], dtype=np.int32),
+        rating=np.asarray(ratings["rating"], dtype=np.float32),
+        timestamp=np.asarray(ratings["timestamp"], dtype=np.int64),
+        user_ids=unicode_array(users["user_id"]),
+        item_ids=unicode_array(items["item_id"]),
+        item_titles=unicode_array(items["title"]),
+        genre_names=unicode_array(genre_names),
+        item_genres_indptr=indptr,
+        item_genres_indices=indices,
+        watermark=int(watermark),
+    )
+
+
+def _required_timestamp(event: RatingRecord) -> int:
+    if event.timestamp is None:
+        raise ValueError(
+            f"timestamp: missing for user_id={event.user_id} item_id={event.item_id}; "
+            "the consumer fills it from the stream id before apply_ratings"
+        )
+    return int(event.timestamp)
+
+
+def sql_literal(path: str | Path) -> str:
+    """Quote a file path as a SQL string literal (COPY takes no parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"

@@ -1,0 +1,32 @@
+-- streamrec's DuckDB schema. External ids are strings; dense indices start at 0 and never change.
+-- Each statement is idempotent so that opening an existing database re-runs this file harmlessly.
+
+CREATE TABLE IF NOT EXISTS users (
+    user_idx INTEGER PRIMARY KEY,
+    user_id  VARCHAR UNIQUE NOT NULL
+);
+
+-- An item first seen in a rating has no title and no genres until a movies file names it.
+CREATE TABLE IF NOT EXISTS items (
+    item_idx INTEGER PRIMARY KEY,
+    item_id  VARCHAR UNIQUE NOT NULL,
+    title    VARCHAR,
+    genres   VARCHAR[]
+);
+
+-- timestamp: seconds since the epoch. updated_seq: the ingest batch that wrote the row (0 for bulk loads).
+CREATE TABLE IF NOT EXISTS ratings (
+    user_idx    INTEGER NOT NULL,
+    item_idx    INTEGER NOT NULL,
+    rating      REAL NOT NULL,
+    timestamp   BIGINT NOT NULL,
+    updated_seq BIGINT NOT NULL,
+    PRIMARY KEY (user_idx, item_idx)
+);
+
+-- One row per Redis stream: the last entry committed and the number of the batch that committed it.
+CREATE TABLE IF NOT EXISTS ingest_progress (
+    stream         VARCHAR PRIMARY KEY,
+    last_stream_id VARCHAR,
+    seq            BIGINT NOT NULL
+);
