@@ -354,34 +354,51 @@ def _create_from_file(
 ) -> None:
     """Create a temp table numbering the file's data rows as pos (1-based, file order)."""
     if layout == "csv":
-        readers = [
+        reader = (
             f"read_csv({sql_literal(path)}, header = true, delim = ',', quote = '\"', escape = '\"', "
             f"auto_detect = false, columns = {columns})"
-        ]
+        )
     else:
-        # .dat files have no quoting, and titles may contain '"'; try UTF-8 before Latin-1.
-        readers = [
+        # .dat files have no quoting, and titles may contain '"'.
+        reader = (
             f"read_csv({sql_literal(path)}, header = false, delim = '{DAT_DELIMITER}', quote = '', "
-            f"escape = '', encoding = '{encoding}', auto_detect = false, columns = {columns})"
-            for encoding in ("utf-8", "latin-1")
-        ]
+            f"escape = '', encoding = '{_dat_encoding(path, columns)}', auto_detect = false, "
+            f"columns = {columns})"
+        )
 
     # NOTE: pos relies on DuckDB keeping file order (preserve_insertion_order, on by default).
-    for attempt, reader in enumerate(readers):
+    try:
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE {table} AS
+            SELECT row_number() OVER () AS pos, {select_list} FROM {reader}
+            """
+        )
+    except duckdb.Error as exc:
+        raise DataFileError(f"{path}: invalid row: {_first_paragraph(str(exc))}") from exc
+
+
+def _dat_encoding(path: Path, columns: str) -> str:
+    """Return "utf-8" when DuckDB reads the whole file as UTF-8, else "latin-1".
+
+    The probe runs on its own connection because a failed read would abort the caller's
+    transaction. It parses the file once more.
+    """
+    probe = (
+        # Reading every column forces the reader to decode all text (count(*) alone skips it).
+        f"SELECT max(length(CAST(COLUMNS(*) AS VARCHAR))) FROM read_csv({sql_literal(path)}, header = false, "
+        f"delim = '{DAT_DELIMITER}', quote = '', escape = '', encoding = 'utf-8', "
+        f"auto_detect = false, columns = {columns})"
+    )
+    with duckdb.connect(":memory:") as con:
         try:
-            con.execute(
-                f"""
-                CREATE OR REPLACE TEMP TABLE {table} AS
-                SELECT row_number() OVER () AS pos, {select_list} FROM {reader}
-                """
-            )
-            return
+            con.execute(probe)
         except duckdb.Error as exc:
-            invalid_utf8 = "not utf-8 encoded" in str(exc)
-            if invalid_utf8 and attempt + 1 < len(readers):
-                log.info("file is not UTF-8, reading as Latin-1 path=%s", path)
-                continue
-            raise DataFileError(f"{path}: invalid row: {_first_paragraph(str(exc))}") from exc
+            if "not utf-8 encoded" in str(exc):
+                log.info("file is not UTF-8, reading it as Latin-1 path=%s", path)
+                return "latin-1"
+    # Other errors show up, with the file named, in the real read.
+    return "utf-8"
 
 
 def _first_paragraph(message: str) -> str:
