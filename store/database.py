@@ -196,7 +196,7 @@ class Database:
             FROM ({select_sql})
             """
         )
-        received = con.execute("SELECT count(*) FROM staged_ratings").fetchone()[0]
+        received = con.execute("SELECT count(*) FROM staged_ratings").fetchall()[0][0]
 
         # Dense indices for unseen ids, in order of first appearance in the batch.
         new_users = con.execute(
@@ -208,7 +208,7 @@ class Database:
             FROM (SELECT user_id, min(pos) AS first_pos FROM staged_ratings
                   WHERE user_id NOT IN (SELECT user_id FROM users) GROUP BY user_id)
             """
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         new_items = con.execute(
             """
             INSERT INTO items (item_idx, item_id, title, genres)
@@ -218,7 +218,7 @@ class Database:
             FROM (SELECT item_id, min(pos) AS first_pos FROM staged_ratings
                   WHERE item_id NOT IN (SELECT item_id FROM items) GROUP BY item_id)
             """
-        ).fetchone()[0]
+        ).fetchall()[0][0]
 
         # One candidate per (user, item): the newest timestamp, then the later position. Each
         # candidate is compared with the stored row so only winners reach the upsert, whose
@@ -253,7 +253,7 @@ class Database:
             [seq],
         )
 
-        written = con.execute("SELECT count(*) FROM candidate_ratings WHERE wins").fetchone()[0]
+        written = con.execute("SELECT count(*) FROM candidate_ratings WHERE wins").fetchall()[0][0]
         touched = con.execute(
             """
             SELECT user_id FROM candidate_ratings WHERE wins
@@ -294,7 +294,7 @@ class Database:
             UPDATE items SET title = s.title, genres = s.genres
             FROM staged_items s WHERE items.item_id = s.item_id
             """
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         inserted = con.execute(
             """
             INSERT INTO items (item_idx, item_id, title, genres)
@@ -302,7 +302,7 @@ class Database:
                    item_id, title, genres
             FROM staged_items WHERE item_id NOT IN (SELECT item_id FROM items)
             """
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         con.execute("DROP TABLE staged_items")
         return int(inserted), int(updated)
 
@@ -310,22 +310,22 @@ class Database:
 
     def current_seq(self) -> int:
         """Return the number of the last ingest batch committed, 0 before the first."""
-        return int(self._con.execute("SELECT coalesce(max(seq), 0) FROM ingest_progress").fetchone()[0])
+        return int(self._con.execute("SELECT coalesce(max(seq), 0) FROM ingest_progress").fetchall()[0][0])
 
     def ingest_progress(self, stream: str = EVENTS_STREAM) -> tuple[str | None, int] | None:
         """Return (last committed stream id, batch seq) for a stream, or None if never ingested."""
-        row = self._con.execute(
+        rows = self._con.execute(
             "SELECT last_stream_id, seq FROM ingest_progress WHERE stream = $1", [stream]
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not rows:
             return None
-        return row[0], int(row[1])
+        return rows[0][0], int(rows[0][1])
 
     def counts(self) -> Counts:
         """Count users, items and ratings."""
         row = self._con.execute(
             "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), (SELECT count(*) FROM ratings)"
-        ).fetchone()
+        ).fetchall()[0]
         return Counts(int(row[0]), int(row[1]), int(row[2]))
 
     def user_ratings(self, user_ids: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -394,7 +394,7 @@ class Database:
 
         with self.transaction():
             watermark = int(
-                self._con.execute("SELECT coalesce(max(updated_seq), 0) FROM ratings").fetchone()[0]
+                self._con.execute("SELECT coalesce(max(updated_seq), 0) FROM ratings").fetchall()[0][0]
             )
             self._con.execute(
                 f"""
@@ -481,7 +481,7 @@ def _fetch_ratings_data(con: duckdb.DuckDBPyConnection) -> RatingsData:
         SELECT user_idx, item_idx, rating, timestamp FROM ratings ORDER BY user_idx, item_idx
         """
     ).fetchnumpy()
-    watermark = con.execute("SELECT coalesce(max(updated_seq), 0) FROM ratings").fetchone()[0]
+    watermark = con.execute("SELECT coalesce(max(updated_seq), 0) FROM ratings").fetchall()[0][0]
 
     # Genre names come from the data, sorted, so a genre's index is its rank among the names.
     genre_names = con.execute(

@@ -280,9 +280,9 @@ def stage_ratings_file(
         ORDER BY pos LIMIT 1
         """,
         [rating_min, rating_max],
-    ).fetchone()
-    if bad is not None:
-        pos, user_id, item_id, rating, timestamp = bad
+    ).fetchall()
+    if bad:
+        pos, user_id, item_id, rating, timestamp = bad[0]
         line = pos + header_lines
         if not user_id:
             problem = f"userId: missing, got {user_id!r}"
@@ -294,7 +294,7 @@ def stage_ratings_file(
             problem = f"rating: must be between {rating_min} and {rating_max}, got {rating}"
         raise DataFileError(f"{path}: line {line}: {problem}")
 
-    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
 def stage_movies_file(con: duckdb.DuckDBPyConnection, path: str | Path, table: str) -> int:
@@ -319,12 +319,12 @@ def stage_movies_file(con: duckdb.DuckDBPyConnection, path: str | Path, table: s
 
     missing = con.execute(
         f"SELECT min(pos) FROM {table} WHERE item_id IS NULL OR item_id = ''"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if missing is not None:
         line = missing + (1 if layout == "csv" else 0)
         raise DataFileError(f"{path}: line {line}: movieId: missing")
 
-    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
 def _detect_layout(path: Path, csv_header: str, n_dat_fields: int) -> str:

@@ -1,0 +1,272 @@
+"""The ingest consumer: stream batches into DuckDB, then enqueue refreshes of the touched users.
+
+Delivery guarantees, given that a crash can happen between any two steps:
+
+- Invalid entries are copied to the dead-letter stream and acknowledged in one MULTI, so each is
+  dead-lettered once.
+- Valid entries are committed together with the stream id of the last one, and acknowledged
+  after the commit. On start the consumer re-reads its own pending entries first; those at or
+  below the committed stream id are only acknowledged (and their users refreshed), because the
+  database already has them. Replaying is harmless anyway: the upsert keeps the newest rating.
+- Refresh jobs are enqueued before the acknowledgement, so a crash between the two repeats the
+  refresh rather than losing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import redis
+
+from ingest.events import RatingEvent, event_from_entry, stream_id_key
+from ingest.requests import EnqueueRefresh, serve_requests
+from store.database import Database
+from store.errors import InvalidEventError
+from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
+from store.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Backoff after a Redis connection error: first delay, growth factor and ceiling, in seconds.
+RETRY_FIRST_DELAY = 0.1
+RETRY_FACTOR = 2.0
+RETRY_MAX_DELAY = 5.0
+
+# Seconds between two INFO lines summing up the batches committed.
+SUMMARY_INTERVAL = 30.0
+
+Entry = tuple[str, dict]
+
+
+class IngestConsumer:
+    """Reads the events stream as one consumer of the ingest group and owns the database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        connection: redis.Redis,
+        database: Database,
+        enqueue_refresh: EnqueueRefresh,
+        *,
+        consumer_name: str = "ingest-1",
+        stream: str = EVENTS_STREAM,
+        group: str = INGEST_GROUP,
+    ) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.database = database
+        self.enqueue_refresh = enqueue_refresh
+        self.consumer_name = consumer_name
+        self.stream = stream
+        self.group = group
+
+        self._group_ready = False
+        self._read_pending = True  # this consumer's unacknowledged entries come first
+        self._totals = {"events": 0, "written": 0, "dead": 0, "batches": 0}
+        self._last_summary = time.monotonic()
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Process batches until `stop_event` is set, retrying Redis connection errors with backoff."""
+        stop_event = stop_event or threading.Event()
+        log.info(
+            "ingest consumer started consumer=%s group=%s stream=%s",
+            self.consumer_name,
+            self.group,
+            self.stream,
+        )
+        delay = 0.0
+        while not stop_event.is_set():
+            try:
+                self.process_once()
+                delay = 0.0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                delay = RETRY_FIRST_DELAY if delay == 0.0 else min(delay * RETRY_FACTOR, RETRY_MAX_DELAY)
+                log.warning(
+                    "redis unavailable, retrying error=%s delay_seconds=%.1f consumer=%s",
+                    exc,
+                    delay,
+                    self.consumer_name,
+                )
+                # A batch read before the error may be unacknowledged: read pending entries again.
+                self._read_pending = True
+                stop_event.wait(delay)
+        self._log_summary(force=True)
+        log.info("ingest consumer stopped consumer=%s", self.consumer_name)
+
+    def process_once(self) -> int:
+        """Serve pending requests, then read and process one batch; return the entries handled."""
+        self._ensure_group()
+        serve_requests(
+            self.connection, self.database, self.settings.exports_dir, self.enqueue_refresh
+        )
+
+        entries = self._read_batch()
+        if entries:
+            self._process_batch(entries)
+        self._log_summary()
+        return len(entries)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.connection.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            log.info("consumer group created group=%s stream=%s", self.group, self.stream)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _read_batch(self) -> list[Entry]:
+        """Read this consumer's pending entries while any remain, then new entries."""
+        count = self.settings.ingest_batch_size
+        try:
+            if self._read_pending:
+                entries = self._xreadgroup("0", count, block=None)
+                if entries:
+                    return entries
+                self._read_pending = False
+            # Redis reads BLOCK 0 as "wait forever", so a setting of 0 means no wait at all.
+            block = self.settings.ingest_block_ms or None
+            return self._xreadgroup(">", count, block=block)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or group was deleted while we ran; create them again on the next call.
+            log.warning("consumer group missing, creating it again group=%s", self.group)
+            self._group_ready = False
+            return []
+
+    def _xreadgroup(self, start_id: str, count: int, block: int | None) -> list[Entry]:
+        response = self.connection.xreadgroup(
+            self.group, self.consumer_name, {self.stream: start_id}, count=count, block=block
+        )
+        if not response:
+            return []
+        _, raw_entries = response[0]
+        return [(_text(stream_id), fields) for stream_id, fields in raw_entries]
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def _process_batch(self, entries: Sequence[Entry]) -> None:
+        progress = self.database.ingest_progress(self.stream)
+        committed_key = stream_id_key(progress[0]) if progress and progress[0] else None
+
+        valid: list[RatingEvent] = []
+        valid_ids: list[str] = []
+        dead: list[tuple[str, dict, str]] = []
+        already_committed: list[str] = []
+        recovered_users: list[str] = []
+
+        for stream_id, fields in entries:
+            if not fields:
+                # The entry was trimmed from the stream after delivery; nothing is left to apply.
+                log.warning("event missing from stream, acknowledging stream_id=%s", stream_id)
+                already_committed.append(stream_id)
+                continue
+            invalid_reason = ""
+            try:
+                event = event_from_entry(
+                    stream_id, fields, self.settings.rating_min, self.settings.rating_max
+                )
+            except InvalidEventError as exc:
+                invalid_reason = str(exc)
+                event = None
+
+            if committed_key is not None and stream_id_key(stream_id) <= committed_key:
+                # Committed before a crash that came ahead of the acknowledgement.
+                already_committed.append(stream_id)
+                if event is not None:
+                    recovered_users.append(event.user_id)
+            elif event is None:
+                dead.append((stream_id, fields, invalid_reason))
+            else:
+                valid.append(event)
+                valid_ids.append(stream_id)
+
+        self._dead_letter(dead)
+
+        seq = self.database.current_seq()
+        touched: list[str] = []
+        if valid:
+            batch = self.database.apply_ratings(valid, stream=self.stream, last_stream_id=valid_ids[-1])
+            seq = batch.seq
+            touched = batch.user_ids
+            self._totals["written"] += batch.written
+            log.debug(
+                "batch committed seq=%d events=%d written=%d stale=%d new_users=%d new_items=%d",
+                batch.seq,
+                batch.received,
+                batch.written,
+                batch.stale,
+                batch.new_users,
+                batch.new_items,
+            )
+        if already_committed:
+            log.info(
+                "committed entries acknowledged after restart entries=%d users=%d",
+                len(already_committed),
+                len(set(recovered_users)),
+            )
+
+        self._enqueue_refresh(list(dict.fromkeys(touched + recovered_users)), seq)
+        ack_ids = valid_ids + already_committed
+        if ack_ids:
+            self.connection.xack(self.stream, self.group, *ack_ids)
+
+        self._totals["events"] += len(entries)
+        self._totals["dead"] += len(dead)
+        self._totals["batches"] += 1
+
+    def _dead_letter(self, dead: Sequence[tuple[str, dict, str]]) -> None:
+        """Copy invalid entries to the dead-letter stream and acknowledge them, atomically."""
+        if not dead:
+            return
+        with self.connection.pipeline(transaction=True) as pipe:
+            for stream_id, fields, reason in dead:
+                pipe.xadd(DEAD_LETTER_STREAM, {**fields, "reason": reason, "stream_id": stream_id})
+            pipe.xack(self.stream, self.group, *[stream_id for stream_id, _, _ in dead])
+            pipe.execute()
+        for stream_id, _, reason in dead:
+            log.info("event dead-lettered reason=%s stream_id=%s", reason, stream_id)
+
+    def _enqueue_refresh(self, user_ids: list[str], seq: int) -> None:
+        if not user_ids:
+            return
+        user_ratings = self.database.user_ratings(user_ids)
+        try:
+            self.enqueue_refresh(user_ratings, seq)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # the batch stays unacknowledged and is recovered after the retry
+        except Exception:
+            # The ratings are committed; only these users' refolds are lost until the next retrain.
+            log.error(
+                "refresh enqueue failed users=%d seq=%d", len(user_ratings), seq, exc_info=True
+            )
+
+    def _log_summary(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_summary < SUMMARY_INTERVAL:
+            return
+        if self._totals["batches"]:
+            log.info(
+                "ingest progress events=%d written=%d dead=%d batches=%d seconds=%.0f",
+                self._totals["events"],
+                self._totals["written"],
+                self._totals["dead"],
+                self._totals["batches"],
+                now - self._last_summary,
+            )
+        self._totals = dict.fromkeys(self._totals, 0)
+        self._last_summary = now
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,81 @@
+"""Serving export and refold requests inside the ingest consumer, between two batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from store.database import Database
+from store.exports import EXPORT, REFOLD_SINCE, send_export_reply
+from store.keys import EXPORT_REQUESTS
+
+log = logging.getLogger(__name__)
+
+# Users per refresh job when refolding after a retrain.
+REFOLD_CHUNK = 500
+
+EnqueueRefresh = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], object]
+
+
+def serve_requests(
+    connection: redis.Redis,
+    database: Database,
+    exports_dir: Path,
+    enqueue_refresh: EnqueueRefresh,
+    max_requests: int = 10,
+) -> int:
+    """Pop and serve up to `max_requests` pending requests without blocking; return how many.
+
+    A malformed request is logged and dropped. A failed export is answered with its error.
+    """
+    served = 0
+    while served < max_requests:
+        raw = connection.lpop(EXPORT_REQUESTS)
+        if raw is None:
+            break
+        served += 1
+
+        try:
+            request = json.loads(raw)
+            kind = request["kind"]
+        except (ValueError, TypeError, KeyError):
+            log.warning("request dropped reason=not a JSON object with a kind request=%.200r", raw)
+            continue
+
+        if kind == EXPORT and isinstance(request.get("reply_to"), str):
+            serve_export(connection, database, exports_dir, request["reply_to"])
+        elif kind == REFOLD_SINCE and isinstance(request.get("seq"), int):
+            serve_refold(database, enqueue_refresh, request["seq"])
+        else:
+            log.warning("request dropped reason=unknown kind or missing field request=%.200r", raw)
+    return served
+
+
+def serve_export(
+    connection: redis.Redis, database: Database, exports_dir: Path, reply_to: str
+) -> None:
+    """Export all ratings to exports_dir/ratings-<seq>.parquet and answer on `reply_to`."""
+    path = Path(exports_dir) / f"ratings-{database.current_seq():08d}.parquet"
+    try:
+        watermark = database.export_ratings(path)
+    except Exception as exc:  # the requester must hear about any failure, not wait for a timeout
+        log.error("export failed path=%s reply_to=%s", path, reply_to, exc_info=True)
+        send_export_reply(connection, reply_to, {"error": f"{type(exc).__name__}: {exc}"})
+        return
+    send_export_reply(connection, reply_to, {"path": str(path.resolve()), "watermark": watermark})
+
+
+def serve_refold(database: Database, enqueue_refresh: EnqueueRefresh, since_seq: int) -> int:
+    """Enqueue refresh jobs, in chunks, for users updated after batch `since_seq`; return the count."""
+    user_ids = database.users_updated_since(since_seq)
+    seq = database.current_seq()
+    for start in range(0, len(user_ids), REFOLD_CHUNK):
+        chunk = user_ids[start : start + REFOLD_CHUNK]
+        enqueue_refresh(database.user_ratings(chunk), seq)
+    log.info("refold enqueued since_seq=%d users=%d seq=%d", since_seq, len(user_ids), seq)
+    return len(user_ids)

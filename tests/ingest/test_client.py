@@ -1,0 +1,63 @@
+"""ingest.client against the real Redis test database."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from ingest.client import RatingClient
+from ingest.events import RatingEvent
+from store.errors import InvalidEventError
+from store.keys import EVENTS_STREAM
+
+pytestmark = pytest.mark.redis
+
+
+def entries(connection: redis.Redis) -> list[tuple[str, dict[str, str]]]:
+    return [
+        (stream_id.decode(), {key.decode(): value.decode() for key, value in fields.items()})
+        for stream_id, fields in connection.xrange(EVENTS_STREAM)
+    ]
+
+
+def test_push_sends_fields(redis_client: redis.Redis):
+    stream_id = RatingClient(redis_client).push("alice", 42, 4.5, timestamp=1000, event_id="e1")
+
+    assert entries(redis_client) == [
+        (stream_id, {"user_id": "alice", "item_id": "42", "rating": "4.5", "timestamp": "1000", "event_id": "e1"})
+    ]
+
+
+def test_push_leaves_out_absent_fields(redis_client: redis.Redis):
+    RatingClient(redis_client).push(1, 2, 3)
+    assert entries(redis_client)[0][1] == {"user_id": "1", "item_id": "2", "rating": "3.0"}
+
+
+def test_push_invalid_sends_nothing(redis_client: redis.Redis):
+    with pytest.raises(InvalidEventError, match="rating: must be between 0.5 and 5.0, got 7"):
+        RatingClient(redis_client).push("alice", 42, 7)
+    assert redis_client.xlen(EVENTS_STREAM) == 0
+
+
+def test_push_many_in_order(redis_client: redis.Redis):
+    events = [RatingEvent(user_id="u", item_id=str(n), rating=3.0, timestamp=n) for n in range(2500)]
+    stream_ids = RatingClient(redis_client).push_many(events)
+
+    stored = entries(redis_client)
+    assert len(stream_ids) == 2500
+    assert [stream_id for stream_id, _ in stored] == stream_ids
+    assert [fields["item_id"] for _, fields in stored] == [str(n) for n in range(2500)]
+
+
+def test_push_many_all_or_nothing(redis_client: redis.Redis):
+    events = [{"user_id": "u", "item_id": "1", "rating": 3}, {"user_id": "u", "item_id": "", "rating": 3}]
+    with pytest.raises(InvalidEventError, match="item_id: must not be empty"):
+        RatingClient(redis_client).push_many(events)
+    assert redis_client.xlen(EVENTS_STREAM) == 0
+
+
+def test_client_scale(redis_client: redis.Redis):
+    client = RatingClient(redis_client, rating_min=1, rating_max=10)
+    client.push("u", "i", 10)
+    with pytest.raises(InvalidEventError, match="between 1.0 and 10.0"):
+        client.push("u", "i", 0.5)

@@ -1,0 +1,308 @@
+"""ingest.consumer end to end: real Redis (test database), a fresh DuckDB file per test."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from ingest.client import RatingClient
+from ingest.consumer import IngestConsumer
+from store.database import Database, read_export
+from store.errors import ExportTimeoutError
+from store.exports import request_export, request_refold
+from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, EXPORT_REQUESTS, INGEST_GROUP
+from store.settings import Settings
+
+pytestmark = pytest.mark.redis
+
+
+class RefreshRecorder:
+    """Stands in for the worker's enqueuer: keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]] = []
+
+    def __call__(self, user_ratings, seq) -> None:
+        self.calls.append((user_ratings, seq))
+
+    def users(self) -> list[str]:
+        return [user_id for user_ratings, _ in self.calls for user_id in user_ratings]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, ingest_block_ms=0, ingest_batch_size=100, redis_url=None)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Database:
+    with Database(settings.database_path) as database:
+        yield database
+
+
+@pytest.fixture
+def refresh() -> RefreshRecorder:
+    return RefreshRecorder()
+
+
+def make_consumer(settings, redis_client, db, refresh, name="ingest-1") -> IngestConsumer:
+    return IngestConsumer(settings, redis_client, db, refresh, consumer_name=name)
+
+
+def drain(consumer: IngestConsumer) -> int:
+    """Call process_once until a call handles no entry; return the entries handled."""
+    total = 0
+    while handled := consumer.process_once():
+        total += handled
+    return total
+
+
+def ratings_of(db: Database, user_id: str) -> dict[str, float]:
+    result = db.user_ratings([user_id])
+    if user_id not in result:
+        return {}
+    item_ids, ratings = result[user_id]
+    return dict(zip(item_ids.tolist(), ratings.tolist()))
+
+
+def pending_count(connection: redis.Redis) -> int:
+    return connection.xpending(EVENTS_STREAM, INGEST_GROUP)["pending"]
+
+
+def test_pushed_events_reach_database(settings, redis_client, db, refresh):
+    client = RatingClient(redis_client)
+    client.push("alice", 1, 4.0, timestamp=100)
+    client.push("alice", 2, 3.5, timestamp=101)
+    client.push("bob", 1, 5.0, timestamp=102)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+
+    assert drain(consumer) == 3
+
+    assert ratings_of(db, "alice") == {"1": 4.0, "2": 3.5}
+    assert ratings_of(db, "bob") == {"1": 5.0}
+    assert pending_count(redis_client) == 0
+    assert len(refresh.calls) == 1
+    user_ratings, seq = refresh.calls[0]
+    assert seq == 1
+    assert sorted(user_ratings) == ["alice", "bob"]
+    assert user_ratings["alice"][0].tolist() == ["1", "2"]
+    assert user_ratings["alice"][1].tolist() == [4.0, 3.5]
+    assert db.ingest_progress(EVENTS_STREAM)[1] == 1
+
+
+def test_missing_timestamp_from_stream_id(settings, redis_client, db, refresh):
+    stream_id = RatingClient(redis_client).push("alice", 1, 4.0)
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    stored = db.ratings_arrays().timestamp.tolist()
+    assert stored == [int(stream_id.split("-")[0]) // 1000]
+
+
+def test_invalid_events_dead_lettered(settings, redis_client, db, refresh, caplog):
+    redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "1", "rating": "4"})
+    bad_id = redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "2", "rating": "7"}).decode()
+    missing_id = redis_client.xadd(EVENTS_STREAM, {"user_id": "bob", "rating": "3"}).decode()
+    redis_client.xadd(EVENTS_STREAM, {"user_id": "bob", "item_id": "3", "rating": "2.5"})
+
+    with caplog.at_level(logging.INFO, logger="ingest.consumer"):
+        assert drain(make_consumer(settings, redis_client, db, refresh)) == 4
+
+    assert ratings_of(db, "alice") == {"1": 4.0}
+    assert ratings_of(db, "bob") == {"3": 2.5}
+    assert pending_count(redis_client) == 0
+    dead = [
+        {key.decode(): value.decode() for key, value in fields.items()}
+        for _, fields in redis_client.xrange(DEAD_LETTER_STREAM)
+    ]
+    assert dead == [
+        {
+            "user_id": "alice",
+            "item_id": "2",
+            "rating": "7",
+            "reason": "rating: must be between 0.5 and 5.0, got 7",
+            "stream_id": bad_id,
+        },
+        {"user_id": "bob", "rating": "3", "reason": "item_id: missing", "stream_id": missing_id},
+    ]
+    assert (
+        f"event dead-lettered reason=rating: must be between 0.5 and 5.0, got 7 stream_id={bad_id}"
+        in caplog.messages
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 100])
+def test_out_of_order_and_redelivered(settings, redis_client, db, refresh, batch_size):
+    settings = settings.model_copy(update={"ingest_batch_size": batch_size})
+    client = RatingClient(redis_client)
+    for rating, timestamp in [(4.5, 2000), (2.0, 1000), (4.5, 2000), (2.0, 1000)]:
+        client.push("alice", "movie", rating, timestamp=timestamp)
+
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    assert db.counts().ratings == 1
+    assert ratings_of(db, "alice") == {"movie": 4.5}
+
+
+def test_crash_after_commit_before_ack(settings, redis_client, db, refresh, monkeypatch):
+    client = RatingClient(redis_client)
+    client.push("alice", 1, 4.0, timestamp=100)
+    client.push("bob", 2, 3.0, timestamp=100)
+    crashing = make_consumer(settings, redis_client, db, refresh)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed between commit and XACK")
+
+    monkeypatch.setattr(redis_client, "xack", crash)
+    with pytest.raises(RuntimeError):
+        crashing.process_once()
+    monkeypatch.undo()
+    committed = db.ratings_arrays()
+    assert committed.nnz == 2
+    assert pending_count(redis_client) == 2
+
+    restarted = make_consumer(settings, redis_client, db, refresh)
+    drain(restarted)
+
+    after = db.ratings_arrays()
+    assert pending_count(redis_client) == 0
+    assert after.nnz == 2
+    np.testing.assert_array_equal(after.rating, committed.rating)
+    assert db.current_seq() == 1  # the recovered entries were not applied a second time
+    assert sorted(refresh.users()[-2:]) == ["alice", "bob"]
+
+    client.push("alice", 3, 5.0, timestamp=200)
+    drain(restarted)
+    assert ratings_of(db, "alice") == {"1": 4.0, "3": 5.0}
+    assert db.current_seq() == 2
+
+
+def test_crash_before_commit_loses_nothing(settings, redis_client, db, refresh, monkeypatch):
+    RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
+    crashing = make_consumer(settings, redis_client, db, refresh)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(db, "apply_ratings", crash)
+    with pytest.raises(RuntimeError):
+        crashing.process_once()
+    monkeypatch.undo()
+    assert db.counts().ratings == 0
+
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    assert ratings_of(db, "alice") == {"1": 4.0}
+    assert pending_count(redis_client) == 0
+
+
+def test_redis_error_retried(settings, redis_client, db, refresh, monkeypatch, caplog):
+    RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    stop = threading.Event()
+    real_xreadgroup = redis_client.xreadgroup
+    failures = []
+
+    def flaky_xreadgroup(*args, **kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise redis.ConnectionError("connection reset")
+        return real_xreadgroup(*args, **kwargs)
+
+    def refresh_then_stop(user_ratings, seq):
+        refresh(user_ratings, seq)
+        stop.set()
+
+    monkeypatch.setattr(redis_client, "xreadgroup", flaky_xreadgroup)
+    consumer.enqueue_refresh = refresh_then_stop
+    with caplog.at_level(logging.WARNING, logger="ingest.consumer"):
+        worker = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
+        worker.start()
+        worker.join(timeout=60)
+
+    assert not worker.is_alive()
+    assert ratings_of(db, "alice") == {"1": 4.0}
+    retries = [message for message in caplog.messages if message.startswith("redis unavailable, retrying")]
+    assert len(retries) == 2
+    assert "delay_seconds=0.1" in retries[0]
+    assert "delay_seconds=0.2" in retries[1]
+
+
+def test_export_request_answered(settings, redis_client, db, refresh):
+    client = RatingClient(redis_client)
+    client.push("alice", 1, 4.0, timestamp=100)
+    client.push("bob", 2, 3.0, timestamp=100)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    drain(consumer)
+    answers: list = []
+
+    requester = threading.Thread(target=lambda: answers.append(request_export(redis_client, timeout=30)))
+    requester.start()
+    while requester.is_alive():
+        consumer.process_once()
+        requester.join(timeout=0.01)
+
+    path, watermark = answers[0]
+    assert path == (settings.exports_dir / "ratings-00000001.parquet").resolve()
+    assert watermark == 1
+    exported = read_export(path)
+    assert exported.nnz == 2
+    assert exported.user_ids.tolist() == ["alice", "bob"]
+    assert redis_client.llen(EXPORT_REQUESTS) == 0
+
+
+def test_export_timeout_withdraws_request(redis_client):
+    with pytest.raises(ExportTimeoutError, match="no ingest consumer answered the export request within 0.2 s"):
+        request_export(redis_client, timeout=0.2)
+    assert redis_client.llen(EXPORT_REQUESTS) == 0
+
+
+def test_refold_request_enqueues_updated_users(settings, redis_client, db, refresh):
+    client = RatingClient(redis_client)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    client.push("alice", 1, 4.0, timestamp=100)
+    drain(consumer)
+    client.push("bob", 1, 2.0, timestamp=100)
+    client.push("carol", 1, 2.0, timestamp=100)
+    drain(consumer)
+    refresh.calls.clear()
+
+    request_refold(redis_client, 1)
+    consumer.process_once()
+
+    assert refresh.users() == ["bob", "carol"]
+    assert refresh.calls[0][1] == 2
+    assert redis_client.llen(EXPORT_REQUESTS) == 0
+
+
+def test_bad_request_dropped(settings, redis_client, db, refresh, caplog):
+    redis_client.rpush(EXPORT_REQUESTS, "not json", json.dumps({"kind": "reboot"}))
+    RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
+
+    with caplog.at_level(logging.WARNING, logger="ingest.requests"):
+        drain(make_consumer(settings, redis_client, db, refresh))
+
+    assert ratings_of(db, "alice") == {"1": 4.0}
+    assert redis_client.llen(EXPORT_REQUESTS) == 0
+    assert sum("request dropped" in message for message in caplog.messages) == 2
+
+
+def test_refresh_failure_does_not_stop_ingest(settings, redis_client, db, caplog):
+    def broken(user_ratings, seq):
+        raise TypeError("cannot pickle")
+
+    client = RatingClient(redis_client)
+    client.push("alice", 1, 4.0, timestamp=100)
+    consumer = make_consumer(settings, redis_client, db, broken)
+
+    with caplog.at_level(logging.ERROR, logger="ingest.consumer"):
+        drain(consumer)
+
+    assert ratings_of(db, "alice") == {"1": 4.0}
+    assert pending_count(redis_client) == 0
+    assert any(message.startswith("refresh enqueue failed") for message in caplog.messages)
