@@ -8,6 +8,8 @@ Two layouts are understood:
 - ml-1m / ml-10m: `ratings.dat` (UserID::MovieID::Rating::Timestamp) and `movies.dat`
   (MovieID::Title::Genres), no header and no quoting. They are read as UTF-8, or as Latin-1 when
   the bytes are not valid UTF-8.
+- ml-100k: `u.data` (user, item, rating, timestamp separated by tabs) and `u.item` (fields
+  separated by "|": id, title, release date, video release date, IMDb URL, then 19 genre flags).
 
 Genres are separated by "|"; "(no genres listed)" means none. Timestamps are seconds since the epoch.
 """
@@ -32,6 +34,15 @@ RATINGS_CSV_HEADER = "userId,movieId,rating,timestamp"
 MOVIES_CSV_HEADER = "movieId,title,genres"
 NO_GENRES = "(no genres listed)"
 DAT_DELIMITER = "::"
+
+UNQUOTED_DELIMITERS = {"dat": DAT_DELIMITER, "tab": "\t", "flags": "|"}
+
+# ml-100k's u.item marks genres with 0/1 flags in this column order; "unknown" counts as no genre.
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+)
 
 
 @dataclass(frozen=True)
@@ -88,13 +99,15 @@ def find_movielens_files(directory: str | Path) -> tuple[Path, Path]:
     Raises DataFileError naming the directory when neither the .csv nor the .dat pair is there.
     """
     directory = Path(directory)
-    for ratings_name, movies_name in (("ratings.csv", "movies.csv"), ("ratings.dat", "movies.dat")):
+    pairs = (("ratings.csv", "movies.csv"), ("ratings.dat", "movies.dat"), ("u.data", "u.item"))
+    for ratings_name, movies_name in pairs:
         ratings_path, movies_path = directory / ratings_name, directory / movies_name
         if ratings_path.is_file() and movies_path.is_file():
             return ratings_path, movies_path
     raise DataFileError(
         f"{directory}: no MovieLens files found; expected ratings.csv and movies.csv "
-        "(ml-latest, ml-20m and later) or ratings.dat and movies.dat (ml-1m, ml-10m)"
+        "(ml-latest, ml-20m and later), ratings.dat and movies.dat (ml-1m, ml-10m) "
+        "or u.data and u.item (ml-100k)"
     )
 
 
@@ -260,14 +273,11 @@ def stage_ratings_file(
     """
     path = Path(path)
     layout = _detect_layout(path, RATINGS_CSV_HEADER, n_dat_fields=4)
+    if layout == "flags":
+        raise DataFileError(f"{path}: unknown layout; u.item is a movies file, not ratings")
     columns = "{'user_id': 'VARCHAR', 'item_id': 'VARCHAR', 'rating': 'DOUBLE', 'timestamp': 'BIGINT'}"
     _create_from_file(
-        con,
-        path,
-        layout,
-        table,
-        columns,
-        "user_id, item_id, rating::REAL AS rating, timestamp",
+        con, path, layout, table, columns, "user_id, item_id, rating::REAL AS rating, timestamp"
     )
 
     header_lines = 1 if layout == "csv" else 0
@@ -305,17 +315,28 @@ def stage_movies_file(con: duckdb.DuckDBPyConnection, path: str | Path, table: s
     """
     path = Path(path)
     layout = _detect_layout(path, MOVIES_CSV_HEADER, n_dat_fields=3)
-    columns = "{'item_id': 'VARCHAR', 'title': 'VARCHAR', 'genres': 'VARCHAR'}"
-    _create_from_file(
-        con,
-        path,
-        layout,
-        table,
-        columns,
-        f"""item_id, title,
-            list_filter(string_split(coalesce(genres, ''), '|'),
-                        lambda genre: genre <> '' AND genre <> {sql_literal(NO_GENRES)}) AS genres""",
-    )
+    if layout == "tab":
+        raise DataFileError(f"{path}: unknown layout; a movies file cannot be tab-separated")
+
+    if layout == "flags":
+        flag_names = [f"genre_{index}" for index in range(len(ML100K_GENRES))]
+        columns = (
+            "{'item_id': 'VARCHAR', 'title': 'VARCHAR', 'release_date': 'VARCHAR', "
+            "'video_release_date': 'VARCHAR', 'imdb_url': 'VARCHAR', "
+            + ", ".join(f"'{name}': 'VARCHAR'" for name in flag_names)
+            + "}"
+        )
+        # Index 0 is "unknown", which means no genre.
+        flagged = ", ".join(
+            f"CASE WHEN {name} = '1' THEN {sql_literal(genre)} END"
+            for name, genre in zip(flag_names[1:], ML100K_GENRES[1:])
+        )
+        genres_sql = f"list_filter([{flagged}], lambda genre: genre IS NOT NULL)::VARCHAR[] AS genres"
+    else:
+        columns = "{'item_id': 'VARCHAR', 'title': 'VARCHAR', 'genres': 'VARCHAR'}"
+        genres_sql = f"""list_filter(string_split(coalesce(genres, ''), '|'),
+                        lambda genre: genre <> '' AND genre <> {sql_literal(NO_GENRES)}) AS genres"""
+    _create_from_file(con, path, layout, table, columns, f"item_id, title, {genres_sql}")
 
     missing = con.execute(
         f"SELECT min(pos) FROM {table} WHERE item_id IS NULL OR item_id = ''"
@@ -338,9 +359,14 @@ def _detect_layout(path: Path, csv_header: str, n_dat_fields: int) -> str:
         return "csv"
     if path.suffix == ".dat" and len(first_line.split(DAT_DELIMITER)) == n_dat_fields:
         return "dat"
+    if path.name == "u.data" and len(first_line.split("\t")) == 4:
+        return "tab"
+    if path.name == "u.item" and len(first_line.split("|")) == 5 + len(ML100K_GENRES):
+        return "flags"
     raise DataFileError(
         f"{path}: unknown layout, first line {first_line[:80]!r}; expected a .csv file with the "
-        f"header {csv_header!r} or a .dat file with {n_dat_fields} fields separated by '::'"
+        f"header {csv_header!r}, a .dat file with {n_dat_fields} fields separated by '::', "
+        "or ml-100k's u.data or u.item"
     )
 
 
@@ -359,12 +385,10 @@ def _create_from_file(
             f"auto_detect = false, columns = {columns})"
         )
     else:
-        # .dat files have no quoting, and titles may contain '"'.
-        reader = (
-            f"read_csv({sql_literal(path)}, header = false, delim = '{DAT_DELIMITER}', quote = '', "
-            f"escape = '', encoding = '{_dat_encoding(path, columns)}', auto_detect = false, "
-            f"columns = {columns})"
-        )
+        # The other layouts have no quoting, and titles may contain '"'.
+        delimiter = UNQUOTED_DELIMITERS[layout]
+        encoding = _unquoted_encoding(path, delimiter, columns)
+        reader = _unquoted_reader(path, delimiter, encoding, columns)
 
     # NOTE: pos relies on DuckDB keeping file order (preserve_insertion_order, on by default).
     try:
@@ -378,21 +402,26 @@ def _create_from_file(
         raise DataFileError(f"{path}: invalid row: {_first_paragraph(str(exc))}") from exc
 
 
-def _dat_encoding(path: Path, columns: str) -> str:
+def _unquoted_reader(path: Path, delimiter: str, encoding: str, columns: str) -> str:
+    return (
+        f"read_csv({sql_literal(path)}, header = false, delim = {sql_literal(delimiter)}, "
+        f"quote = '', escape = '', encoding = '{encoding}', auto_detect = false, "
+        f"columns = {columns})"
+    )
+
+
+def _unquoted_encoding(path: Path, delimiter: str, columns: str) -> str:
     """Return "utf-8" when DuckDB reads the whole file as UTF-8, else "latin-1".
 
     The probe runs on its own connection because a failed read would abort the caller's
     transaction. It parses the file once more.
     """
-    probe = (
-        # Reading every column forces the reader to decode all text (count(*) alone skips it).
-        f"SELECT max(length(CAST(COLUMNS(*) AS VARCHAR))) FROM read_csv({sql_literal(path)}, header = false, "
-        f"delim = '{DAT_DELIMITER}', quote = '', escape = '', encoding = 'utf-8', "
-        f"auto_detect = false, columns = {columns})"
-    )
+    # Reading every column forces the reader to decode all text, which count(*) alone skips.
+    reader = _unquoted_reader(path, delimiter, "utf-8", columns)
+    probe = f"SELECT max(length(CAST(COLUMNS(*) AS VARCHAR))) FROM {reader}"
     with duckdb.connect(":memory:") as con:
         try:
-            con.execute(probe)
+            con.execute(probe).fetchall()
         except duckdb.Error as exc:
             if "not utf-8 encoded" in str(exc):
                 log.info("file is not UTF-8, reading it as Latin-1 path=%s", path)

@@ -197,6 +197,29 @@ def test_dat_layout_utf8(tmp_path: Path):
     assert movies.titles.tolist() == ["Amélie (2001)"]
 
 
+def test_ml100k_layout(tmp_path: Path, db: Database):
+    flags = ["0"] * 19
+    toy_flags = flags.copy()
+    toy_flags[3] = toy_flags[4] = toy_flags[5] = "1"  # Animation, Children's, Comedy
+    unknown_flags = flags.copy()
+    unknown_flags[0] = "1"
+    write(
+        tmp_path / "u.item",
+        "|".join(["1", "Toy Story (1995)", "01-Jan-1995", "", "http://x"] + toy_flags) + "\n"
+        + "|".join(["2", 'Café "Noir" (1996)', "", "", ""] + unknown_flags) + "\n",
+        "latin-1",
+    )
+    write(tmp_path / "u.data", "196\t1\t3\t881250949\n186\t2\t5\t891717742\n")
+
+    summary = load_movielens(db, tmp_path)
+    items = item_rows(db)
+
+    assert summary.ratings_read == 2
+    assert items["1"][1:] == ("Toy Story (1995)", ["Animation", "Children's", "Comedy"])
+    assert items["2"][1:] == ('Café "Noir" (1996)', [])
+    assert db.user_ratings(["186"])["186"][1].tolist() == [5.0]
+
+
 def test_unknown_header_names_file(tmp_path: Path):
     path = write(tmp_path / "ratings.csv", "user,item,stars\n1,2,3\n")
     with pytest.raises(DataFileError) as caught:
@@ -206,7 +229,7 @@ def test_unknown_header_names_file(tmp_path: Path):
 
 
 def test_unknown_directory_layout(tmp_path: Path):
-    write(tmp_path / "u.data", "1\t2\t3\t4\n")
+    write(tmp_path / "ratings.txt", "1\t2\t3\t4\n")
     with pytest.raises(DataFileError, match="no MovieLens files found"):
         find_movielens_files(tmp_path)
 
