@@ -5,9 +5,12 @@ Delivery guarantees, given that a crash can happen between any two steps:
 - Invalid entries are copied to the dead-letter stream and acknowledged in one MULTI, so each is
   dead-lettered once.
 - Valid entries are committed together with the stream id of the last one, and acknowledged
-  after the commit. On start the consumer re-reads its own pending entries first; those at or
-  below the committed stream id are only acknowledged (and their users refreshed), because the
-  database already has them. Replaying is harmless anyway: the upsert keeps the newest rating.
+  after the commit. On start the consumer re-reads its own pending entries first. The database
+  already contains those at or below the committed stream id, so they are only acknowledged
+  and their users refreshed. Replaying would be harmless anyway, because the upsert keeps the
+  newest rating.
+- Stream ids are compared with the committed one, so a Redis whose stream was deleted and
+  restarted with smaller ids would have its entries skipped as already committed.
 - Refresh jobs are enqueued before the acknowledgement, so a crash between the two repeats the
   refresh rather than losing it.
 """

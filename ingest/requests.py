@@ -31,7 +31,7 @@ def serve_requests(
 ) -> int:
     """Pop and serve up to `max_requests` pending requests without blocking; return how many.
 
-    A malformed request is logged and dropped. A failed export is answered with its error.
+    A malformed request is logged and dropped. A failed export gets a reply carrying its error.
     """
     served = 0
     while served < max_requests:
@@ -59,7 +59,7 @@ def serve_requests(
 def serve_export(
     connection: redis.Redis, database: Database, exports_dir: Path, reply_to: str
 ) -> None:
-    """Export all ratings to exports_dir/ratings-<seq>.parquet and answer on `reply_to`."""
+    """Export all ratings to exports_dir/ratings-<seq>.parquet and reply on `reply_to`."""
     path = Path(exports_dir) / f"ratings-{database.current_seq():08d}.parquet"
     try:
         watermark = database.export_ratings(path)

@@ -22,7 +22,7 @@ from store.keys import EXPORT_REQUESTS, export_reply_key
 
 log = logging.getLogger(__name__)
 
-# Seconds an export answer stays in Redis when the requester has gone away.
+# Seconds an export reply stays in Redis when the requester has gone away.
 REPLY_TTL_SECONDS = 300
 
 EXPORT = "export"
@@ -32,7 +32,7 @@ REFOLD_SINCE = "refold_since"
 def request_export(connection: redis.Redis, timeout: float = 60.0) -> tuple[Path, int]:
     """Ask the running ingest consumer for a Parquet export; return (ratings path, watermark).
 
-    Waits up to `timeout` seconds. Raises ExportTimeoutError when no consumer answered (the
+    Waits up to `timeout` seconds. Raises ExportTimeoutError when no consumer replied in time (the
     request is then withdrawn) and ExportFailedError when the consumer reported an error.
     """
     reply_to = export_reply_key(uuid.uuid4().hex)
@@ -42,7 +42,7 @@ def request_export(connection: redis.Redis, timeout: float = 60.0) -> tuple[Path
 
     answer = connection.blpop([reply_to], timeout=timeout)
     if answer is None:
-        # Withdraw the request so a consumer started later does not export for nobody.
+        # Withdraw the request so that a consumer started later does not run an unwanted export.
         connection.lrem(EXPORT_REQUESTS, 1, request)
         raise ExportTimeoutError(
             f"no ingest consumer answered the export request within {timeout} s; "
@@ -63,7 +63,7 @@ def request_refold(connection: redis.Redis, seq: int) -> None:
 
 
 def send_export_reply(connection: redis.Redis, reply_to: str, reply: dict) -> None:
-    """Push an export answer onto `reply_to` and let the list expire."""
+    """Push an export reply onto `reply_to` and set the list to expire."""
     with connection.pipeline(transaction=True) as pipe:
         pipe.rpush(reply_to, json.dumps(reply))
         pipe.expire(reply_to, REPLY_TTL_SECONDS)

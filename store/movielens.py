@@ -82,7 +82,7 @@ class MoviesFile:
 
 @dataclass(frozen=True)
 class LoadSummary:
-    """What a bulk load read and changed."""
+    """Counts of rows a bulk load read and changed."""
 
     ratings_read: int
     movies_read: int
