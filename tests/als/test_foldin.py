@@ -105,3 +105,19 @@ def test_foldin_many_rejects_bad_indptr():
         als.fold_in_many(np.array([0, 2]), np.array([0, 1, 2]), np.ones(3), model, config)
     with pytest.raises(ValueError, match="factors: config has 4 but the model has 3"):
         als.fold_in_many(np.array([0, 1]), np.array([0]), np.ones(1), model, als.ALSConfig(factors=4))
+
+
+def test_foldin_works_on_memory_mapped_model(tmp_path):
+    matrix, genres = random_problem(1)
+    config = als.ALSConfig(factors=3, epochs=2)
+    model = als.train(matrix, genres, config)
+    expected = als.fold_in(np.array([0, 2]), np.array([4.0, 2.5]), model, config)
+    for name in ("item_factors", "item_bias"):
+        np.save(tmp_path / f"{name}.npy", getattr(model, name))
+        setattr(model, name, np.load(tmp_path / f"{name}.npy", mmap_mode="r"))
+
+    bias, factors = als.fold_in(np.array([0, 2]), np.array([4.0, 2.5]), model, config)
+
+    assert isinstance(model.item_factors, np.memmap)
+    assert bias == expected[0]
+    np.testing.assert_array_equal(factors, expected[1])
