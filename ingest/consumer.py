@@ -9,8 +9,8 @@ Delivery guarantees, given that a crash can happen between any two steps:
   already contains those at or below the committed stream id, so they are only acknowledged
   and their users refreshed. Replaying would be harmless anyway, because the upsert keeps the
   newest rating.
-- Stream ids are compared with the committed one, so a Redis whose stream was deleted and
-  restarted with smaller ids would have its entries skipped as already committed.
+- New entries are compared with the committed stream id. Redis makes ids from its clock, so a
+  stream recreated after the clock was set back would have entries skipped as already committed.
 - Refresh jobs are enqueued before the acknowledgement, so a crash between the two repeats the
   refresh rather than losing it.
 """
