@@ -35,7 +35,7 @@ class ALSConfig:
     """Number of full ALS passes (users, items, genres)."""
 
     use_genres: bool = True
-    """Pull item factors towards the genre prior; when False the prior is zero (plain biased MF)."""
+    """Pull item factors towards the genre prior. When False the prior is zero (plain biased MF)."""
 
     seed: int = 42
     """Seed of the random initial item factors."""

@@ -100,7 +100,7 @@ def genre_weights(genres: ItemGenres) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _item_prior(genre_factors, indptr, indices):  # pragma: no cover - compiled
+def _item_prior(genre_factors, indptr, indices):
     n_items = indptr.shape[0] - 1
     K = genre_factors.shape[1]
     prior = np.zeros((n_items, K), np.float64)
@@ -122,7 +122,7 @@ def _item_prior(genre_factors, indptr, indices):  # pragma: no cover - compiled
 def update_genre_factors(
     item_factors, item_indptr, item_genres, genre_indptr, genre_items, weights, reg_ratio,
     genre_factors,
-):  # pragma: no cover - compiled
+):
     """Set each f_k in turn to the exact minimiser of the loss over f_k, all else fixed.
 
     With g_n^(-k) the prior of item n without genre k and w_n = 1/sqrt|G_n|,

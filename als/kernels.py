@@ -22,7 +22,7 @@ from numba import njit, prange
 
 
 @njit(cache=True, nogil=True)
-def cholesky_solve(A, x, n):  # pragma: no cover - compiled
+def cholesky_solve(A, x, n):
     """Solve A z = x in place for the symmetric positive definite leading n x n block of A.
 
     Reads only the lower triangle of A and overwrites it with the Cholesky factor L. Writes
@@ -66,7 +66,7 @@ def cholesky_solve(A, x, n):  # pragma: no cover - compiled
 def solve_row(
     row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
     reg_bias, reg_factors, A, x, w, out_factors, out_bias,
-):  # pragma: no cover - compiled
+):
     """Write the exact minimiser (bias and factors) of one row into out_factors and out_bias.
 
     other_factors: float32 (C, K). other_bias: float32 (C,). prior: float64 (R, K), or shape
@@ -113,7 +113,7 @@ def solve_row(
 def solve_rows(
     indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
     reg_bias, reg_factors, chunk_bounds, out_factors, out_bias,
-):  # pragma: no cover - compiled
+):
     """Run solve_row for every row, in parallel over chunks of consecutive rows.
 
     chunk_bounds: int64 (C+1,), ascending row boundaries covering all rows. Each chunk owns its
@@ -140,7 +140,7 @@ def solve_rows(
 @njit(cache=True, nogil=True, parallel=True)
 def squared_error_sum(
     indptr, columns, ratings, row_factors, row_bias, column_factors, column_bias, global_mean,
-):  # pragma: no cover - compiled
+):
     """Return sum over stored ratings of (r - global_mean - b_row - c_col - u_row . v_col)^2.
 
     Accumulates in float64. Any CSR layout works (rows by user or rows by item) as long as the

@@ -56,7 +56,7 @@ def init_model(
 
     Item factors are drawn from N(0, init_scale^2) with the config's seed, because all-zero
     item factors would keep every user's factors at zero. Biases, user factors and genre
-    factors start at zero; the first user step replaces the user arrays anyway.
+    factors start at zero, because the first user step replaces the user arrays anyway.
     """
     K = config.factors
     rng = np.random.default_rng(config.seed)

@@ -99,7 +99,7 @@ def build_rating_matrix(
 
 
 def check_dimension(name: str, value: object) -> int:
-    """Return value as an int after checking it is a count in [0, 2**31 - 1]; raise ValueError."""
+    """Return value as an int, or raise ValueError unless it is a count in [0, 2**31 - 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name}: must be an integer, got {value!r}")
     if not 0 <= value <= MAX_INDEX:
@@ -108,7 +108,7 @@ def check_dimension(name: str, value: object) -> int:
 
 
 def check_index_array(name: str, values: np.ndarray, size: int) -> np.ndarray:
-    """Return values as int64 after checking they are 1-D integers in [0, size); raise ValueError."""
+    """Return values as int64, or raise ValueError unless they are 1-D integers in [0, size)."""
     array = np.asarray(values)
     if array.ndim != 1:
         raise ValueError(f"{name}: must be 1-D, got shape {array.shape}")
@@ -126,7 +126,7 @@ def check_index_array(name: str, values: np.ndarray, size: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _group_by_key(keys, n_keys, visit):  # pragma: no cover - compiled
+def _group_by_key(keys, n_keys, visit):
     """Counting sort: return (indptr, order) listing the positions in `visit` grouped by key.
 
     keys: int64 (n,), one key in [0, n_keys) per position. visit: int64 (n,), a permutation of
@@ -149,7 +149,7 @@ def _group_by_key(keys, n_keys, visit):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _first_duplicate(indptr, columns):  # pragma: no cover - compiled
+def _first_duplicate(indptr, columns):
     """Return the first entry whose column equals the previous one in a sorted CSR row, else -1."""
     for row in range(indptr.shape[0] - 1):
         for p in range(indptr[row] + 1, indptr[row + 1]):

@@ -55,7 +55,7 @@ def step_items(
 ) -> None:
     """Set every item's bias and factors to their exact minimiser, users and genres fixed.
 
-    An item's factors are pulled towards its genre prior when config.use_genres is set; an
+    An item's factors are pulled towards its genre prior when config.use_genres is set, and an
     unrated item lands exactly on its prior with bias 0. Raises SolveError naming the first
     item whose solve failed.
     """
@@ -110,7 +110,7 @@ def compute_loss(
 def loss_and_squared_error(
     matrix: RatingMatrix, model: ALSModel, genres: ItemGenres, config: ALSConfig
 ) -> tuple[float, float]:
-    """Return (L, sum of squared training errors); the second gives the training RMSE."""
+    """Return (L, sum of squared training errors). The second gives the training RMSE."""
     check_model(matrix, model, config)
     check_genres(matrix, model, genres)
     squared_error = float(
@@ -152,7 +152,7 @@ def solve_side(
     out_factors: np.ndarray,
     out_bias: np.ndarray,
 ) -> None:
-    """Solve every row of one CSR side in parallel; raise SolveError naming the first failed row."""
+    """Solve every row of one CSR side in parallel, or raise SolveError naming the first failed row."""
     failed = solve_rows(
         indptr,
         columns,

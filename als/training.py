@@ -101,7 +101,7 @@ def check_finite(model: ALSModel, epoch: int) -> None:
         bad_rows = np.flatnonzero(~finite.reshape(array.shape[0], -1).all(axis=1))
         raise NonFiniteError(
             f"{name}: row {int(bad_rows[0])} is not finite after epoch {epoch} "
-            f"({bad_rows.size} rows affected); try larger reg_factors and reg_bias"
+            f"({bad_rows.size} rows affected), so try larger reg_factors and reg_bias"
         )
 
 
