@@ -1,0 +1,94 @@
+"""RQ queues for refresh and retrain jobs, and the functions that enqueue them.
+
+Job arguments are JSON (rq's JSONSerializer), never pickle, so a job enqueued by one version of
+streamrec can be read by a worker of another, and by tools in other languages.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from store import keys
+
+log = logging.getLogger(__name__)
+
+# Seconds a refresh job may run before RQ kills it; a refresh folds in one batch of users.
+REFRESH_TIMEOUT_SECONDS = 120
+# Seconds a retrain may run: a full MovieLens-32M retrain takes about a minute on 2 cores.
+RETRAIN_TIMEOUT_SECONDS = 4 * 3600
+# Seconds RQ keeps a finished job's result and metadata, so `streamrec status` can show them.
+RESULT_TTL_SECONDS = 24 * 3600
+
+REFRESH_JOB = "worker.refresh.refresh_users_job"
+RETRAIN_JOB = "worker.retrain.retrain_job"
+
+
+def refresh_queue(connection: redis.Redis, *, is_async: bool = True) -> Queue:
+    return Queue(
+        keys.REFRESH_QUEUE,
+        connection=connection,
+        serializer=JSONSerializer,
+        is_async=is_async,
+        default_timeout=REFRESH_TIMEOUT_SECONDS,
+    )
+
+
+def retrain_queue(connection: redis.Redis, *, is_async: bool = True) -> Queue:
+    return Queue(
+        keys.RETRAIN_QUEUE,
+        connection=connection,
+        serializer=JSONSerializer,
+        is_async=is_async,
+        default_timeout=RETRAIN_TIMEOUT_SECONDS,
+    )
+
+
+def refresh_payload(
+    user_ratings: dict[str, tuple[np.ndarray, np.ndarray]], seq: int
+) -> dict[str, Any]:
+    """Turn each user's (item_ids, ratings) arrays into the JSON body of a refresh job."""
+    users = {
+        str(user_id): [[str(item) for item in item_ids], [float(r) for r in ratings]]
+        for user_id, (item_ids, ratings) in user_ratings.items()
+    }
+    return {"seq": int(seq), "users": users}
+
+
+class RefreshEnqueuer:
+    """The callable the ingest consumer uses to hand touched users to the workers.
+
+    With `is_async=False` the job runs inside the caller's process, which is how the embedded demo
+    works without a separate worker.
+    """
+
+    def __init__(self, connection: redis.Redis, *, is_async: bool = True) -> None:
+        self._queue = refresh_queue(connection, is_async=is_async)
+
+    def __call__(self, user_ratings: dict[str, tuple[np.ndarray, np.ndarray]], seq: int) -> None:
+        if not user_ratings:
+            return
+        payload = refresh_payload(user_ratings, seq)
+        job = self._queue.enqueue(
+            REFRESH_JOB, payload, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS
+        )
+        log.debug("refresh enqueued job=%s users=%d seq=%d", job.id, len(user_ratings), seq)
+
+
+def enqueue_retrain(
+    connection: redis.Redis, overrides: dict[str, Any] | None = None, *, reason: str = "operator"
+):
+    """Enqueue one full retrain; `overrides` replaces hyperparameters of the default ALSConfig."""
+    job = retrain_queue(connection).enqueue(
+        RETRAIN_JOB,
+        {"overrides": overrides or {}, "reason": reason},
+        result_ttl=RESULT_TTL_SECONDS,
+        failure_ttl=RESULT_TTL_SECONDS,
+    )
+    log.info("retrain enqueued job=%s reason=%s", job.id, reason)
+    return job

@@ -1,0 +1,98 @@
+"""The refresh job: fold touched users into the current snapshot and rewrite their Redis state."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import redis
+from rq import get_current_job
+
+import als
+from worker.context import current_settings
+from store.snapshots import Snapshot
+from store.user_state import write_users
+from worker.lists import top_n_lists
+from worker.snapshot_cache import current_snapshot
+
+log = logging.getLogger(__name__)
+
+
+def model_of(snapshot: Snapshot) -> tuple[als.ALSModel, als.ALSConfig]:
+    """The snapshot's arrays and hyperparameters in the form the als kernels take."""
+    model = als.ALSModel(
+        global_mean=snapshot.global_mean,
+        user_factors=snapshot.user_factors,
+        user_bias=snapshot.user_bias,
+        item_factors=snapshot.item_factors,
+        item_bias=snapshot.item_bias,
+        genre_factors=snapshot.genre_factors,
+    )
+    return model, als.ALSConfig(**snapshot.hyperparameters)
+
+
+def refresh_users(
+    connection: redis.Redis,
+    snapshot: Snapshot,
+    users: dict[str, tuple[list[str], list[float]]],
+    seq: int,
+    top_n: int,
+) -> int:
+    """Fold in each user's complete ratings and write their factors and top-N list to Redis.
+
+    Ratings of items the snapshot does not know yet are left out of the fold-in: such items have
+    no factors until the next retrain. Returns the number of users whose state was written (a
+    state newer than this one, from a later batch or snapshot, is never overwritten).
+    """
+    model, config = model_of(snapshot)
+    user_ids = list(users)
+
+    # One CSR of every user's known ratings, so the batch is folded in by a single kernel call.
+    indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
+    item_rows: list[np.ndarray] = []
+    rating_rows: list[np.ndarray] = []
+    for row, user_id in enumerate(user_ids):
+        item_ids, ratings = users[user_id]
+        idx = snapshot.item_indices(item_ids)
+        known = idx >= 0
+        order = np.argsort(idx[known], kind="stable")
+        item_rows.append(idx[known][order].astype(np.int32))
+        rating_rows.append(np.asarray(ratings, dtype=np.float32)[known][order])
+        indptr[row + 1] = indptr[row] + int(known.sum())
+    item_idx = np.concatenate(item_rows) if item_rows else np.zeros(0, np.int32)
+    ratings = np.concatenate(rating_rows) if rating_rows else np.zeros(0, np.float32)
+
+    biases, factors = als.fold_in_many(indptr, item_idx, ratings, model, config)
+    list_idx, list_scores = top_n_lists(
+        biases, factors, model.item_bias, model.item_factors, item_rows, top_n
+    )
+    return write_users(
+        connection,
+        snapshot,
+        user_ids=user_ids,
+        seq=seq,
+        biases=biases,
+        factors=factors,
+        seen=item_rows,
+        list_idx=list_idx,
+        list_scores=list_scores,
+    )
+
+
+def refresh_users_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """RQ entry point; `payload` is {"seq": int, "users": {user_id: [[item_id...], [rating...]]}}."""
+    started = time.perf_counter()
+    job = get_current_job()
+    connection = job.connection
+    settings = current_settings()
+    snapshot = current_snapshot(settings.snapshots_dir)
+    users = {user_id: (rows[0], rows[1]) for user_id, rows in payload["users"].items()}
+    written = refresh_users(connection, snapshot, users, int(payload["seq"]), settings.top_n)
+    seconds = time.perf_counter() - started
+    log.info(
+        "refresh finished job=%s users=%d written=%d seq=%d version=%d seconds=%.3f",
+        job.id, len(users), written, payload["seq"], snapshot.version, seconds,
+    )
+    return {"users": len(users), "written": written, "version": snapshot.version}

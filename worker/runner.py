@@ -1,0 +1,99 @@
+"""The long-lived `streamrec worker` process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from store.settings import Settings
+from worker.context import configure
+from worker.queues import enqueue_retrain, refresh_queue, retrain_queue
+
+log = logging.getLogger(__name__)
+
+PERIODIC_LOCK_KEY = "streamrec:retrain:periodic"
+
+
+class PeriodicRetrain(threading.Thread):
+    """Enqueue a retrain every `interval` seconds.
+
+    Several workers may run this thread; a Redis key set with NX and an expiry of one interval
+    makes sure only one of them enqueues per interval.
+    """
+
+    def __init__(self, connection: redis.Redis, interval: float) -> None:
+        super().__init__(name="periodic-retrain", daemon=True)
+        self._connection = connection
+        self._interval = interval
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                claimed = self._connection.set(
+                    PERIODIC_LOCK_KEY, "1", nx=True, px=max(1, int(self._interval * 1000 * 0.9))
+                )
+                if claimed:
+                    enqueue_retrain(self._connection, reason="periodic")
+            except redis.RedisError:
+                log.exception("periodic retrain not enqueued, will try next interval")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[str], burst: bool = False) -> None:
+    """Run an RQ SimpleWorker on the given queues ("refresh", "retrain").
+
+    SimpleWorker runs each job in this process instead of a forked child, so the compiled numba
+    kernels and the memory-mapped snapshot stay loaded from one job to the next.
+    """
+    queues = []
+    if "refresh" in queue_names:
+        queues.append(refresh_queue(connection))
+    if "retrain" in queue_names:
+        queues.append(retrain_queue(connection))
+    unknown = set(queue_names) - {"refresh", "retrain"}
+    if unknown:
+        raise ValueError(f"queues: unknown queue {sorted(unknown)}, expected refresh and/or retrain")
+
+    configure(settings)
+    warm_up_kernels()
+    periodic = None
+    if settings.retrain_interval_seconds > 0 and "retrain" in queue_names:
+        periodic = PeriodicRetrain(connection, settings.retrain_interval_seconds)
+        periodic.start()
+        log.info("periodic retrain on interval_seconds=%s", settings.retrain_interval_seconds)
+
+    worker = SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
+    log.info("worker started queues=%s", ",".join(q.name for q in queues))
+    try:
+        worker.work(burst=burst, logging_level="INFO")
+    finally:
+        if periodic is not None:
+            periodic.stop()
+        log.info("worker stopped")
+
+
+def warm_up_kernels() -> None:
+    """Compile (or load from numba's cache) the fold-in kernels before the first job arrives."""
+    import time
+
+    import numpy as np
+
+    import als
+
+    started = time.perf_counter()
+    model = als.ALSModel(
+        global_mean=3.0,
+        user_factors=np.zeros((1, 2), np.float32), user_bias=np.zeros(1, np.float32),
+        item_factors=np.ones((2, 2), np.float32), item_bias=np.zeros(2, np.float32),
+        genre_factors=np.zeros((0, 2), np.float32),
+    )
+    config = als.ALSConfig(factors=2)
+    als.fold_in_many(np.array([0, 1], np.int64), np.array([0], np.int32), np.array([4.0], np.float32), model, config)
+    log.info("kernels ready seconds=%.2f", time.perf_counter() - started)
