@@ -12,18 +12,18 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import redis
 
 import als
-from store.user_state import UserState, read_user_state
 from api.results import Recommendation, Recommendations, UserSource
 from store.errors import InvalidQueryError, SnapshotError, SnapshotNotFoundError, UnknownItemError
 from store.settings import Settings
 from store.snapshots import CURRENT_FILE, Snapshot, SnapshotStore
+from store.user_state import UserState, read_user_state
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,35 @@ class Recommender:
             if user.factors is not None:
                 rating += float(np.dot(user.factors, snapshot.item_factors[item_idx]))
         return float(min(max(rating, snapshot.rating_min), snapshot.rating_max))
+
+    def predict_many(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
+        """Return `predict` for each (user_ids[i], item_ids[i]) pair, as a float64 array.
+
+        Each distinct user is looked up once, so scoring a whole test set costs one Redis read
+        per user rather than per pair.
+        """
+        if len(user_ids) != len(item_ids):
+            raise InvalidQueryError(
+                f"user_ids and item_ids: must have the same length, got {len(user_ids)} and {len(item_ids)}"
+            )
+        served = self._serving()
+        snapshot = served.snapshot
+        users = np.asarray(user_ids, dtype=str)
+        item_idx = snapshot.item_indices([str(item) for item in item_ids])
+        known_item = item_idx >= 0
+        safe_idx = np.where(known_item, item_idx, 0)
+
+        predictions = np.full(len(users), snapshot.global_mean, dtype=np.float64)
+        predictions += np.where(known_item, snapshot.item_bias[safe_idx], 0.0)
+        distinct, rows_of_user = np.unique(users, return_inverse=True)
+        for position, user_id in enumerate(distinct):
+            rows = np.flatnonzero(rows_of_user == position)
+            user = self._user_vector(served, str(user_id))
+            predictions[rows] += user.bias
+            if user.factors is not None:
+                dots = snapshot.item_factors[safe_idx[rows]] @ user.factors
+                predictions[rows] += np.where(known_item[rows], dots, 0.0)
+        return np.clip(predictions, snapshot.rating_min, snapshot.rating_max)
 
     # Snapshot switching
 
