@@ -113,6 +113,9 @@ class ProcessCluster(EmbeddedCluster):
             deleted += self.connection.delete(key)
         for queue in (refresh_queue(self.connection), retrain_queue(self.connection)):
             queue.empty()
+            for registry in (queue.failed_job_registry, queue.finished_job_registry):
+                for job_id in registry.get_job_ids():
+                    registry.remove(job_id, delete_job=True)
         print(f"deleted {deleted} streamrec keys and emptied the streamrec queues in that Redis database")
         return self
 
@@ -146,7 +149,7 @@ class ProcessCluster(EmbeddedCluster):
             log_file = open(self.logs_dir / f"{name}.log", "w")
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "cli.main", *arguments], env=env,
-                stdout=log_file, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+                stdout=log_file, stderr=subprocess.STDOUT,
             ))
         print(f"started ingest and workers; their logs are in {self.logs_dir}")
 
@@ -181,6 +184,7 @@ class ProcessCluster(EmbeddedCluster):
             # Two idle readings in a row: a batch can sit between XACK and the enqueue of its refresh.
             idle_checks = idle_checks + 1 if self.is_idle() else 0
             if idle_checks >= 2:
+                self.check_failed_jobs()
                 return
             time.sleep(0.2)
         raise StreamrecError(f"system not idle after {IDLE_TIMEOUT_SECONDS} s; see {self.logs_dir}")

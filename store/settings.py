@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     snapshots_kept: int = Field(
         default=5, ge=1, description="Published snapshot versions kept when pruning."
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def absolute_data_dir(cls, value: Path) -> Path:
+        """Resolve the directory now, so child processes started elsewhere use the same one."""
+        return value.expanduser().resolve()
 
     @property
     def database_path(self) -> Path:
