@@ -50,7 +50,7 @@ def heading(text: str) -> None:
 
 
 def pick_demo_user(train_users: np.ndarray, stream_users: np.ndarray) -> str:
-    """The user with the most streamed ratings among those who also have 20+ training ratings."""
+    """Return the user with the most streamed ratings among those with 20+ training ratings."""
     train_ids, train_counts = np.unique(train_users, return_counts=True)
     established = set(train_ids[train_counts >= 20])
     stream_ids, stream_counts = np.unique(stream_users, return_counts=True)

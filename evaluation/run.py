@@ -106,7 +106,7 @@ def train_on(data: RatingsData, config: als.ALSConfig) -> als.ALSModel:
 
 
 def top_n_cases(data: EvaluationData) -> list[TopNCase]:
-    """One case per test user with at least one test rating of 4.0 or more.
+    """Build one case per test user with at least one test rating of 4.0 or more.
 
     Users are grouped by external id, because every user unknown to training has index -1.
     """

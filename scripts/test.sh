@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11+), install streamrec with its test dependencies, and run the tests.
 # Tests that need Redis use STREAMREC_TEST_REDIS_URL (default redis://127.0.0.1:6379/15) and flush
-# that database; when nothing answers there, this script starts a throwaway redis-server.
+# that database. When no server responds there, this script starts a throwaway redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}

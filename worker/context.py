@@ -17,5 +17,5 @@ def configure(settings: Settings) -> None:
 
 
 def current_settings() -> Settings:
-    """The configured settings, or the environment's when the process configured none."""
+    """Return the configured settings, or the environment's when the process configured none."""
     return _settings if _settings is not None else Settings()

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def model_of(snapshot: Snapshot) -> tuple[als.ALSModel, als.ALSConfig]:
-    """The snapshot's arrays and hyperparameters in the form the als kernels take."""
+    """Return the snapshot's arrays and hyperparameters in the form the als kernels take."""
     model = als.ALSModel(
         global_mean=snapshot.global_mean,
         user_factors=snapshot.user_factors,

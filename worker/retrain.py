@@ -33,7 +33,7 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 
 def load_ratings(settings: Settings, connection: redis.Redis | None) -> RatingsData:
-    """Read every rating: straight from the DuckDB file when no process holds it, else by export.
+    """Read every rating, from the DuckDB file when no process has it open, else through an export.
 
     While the ingest consumer runs it owns the file, so the retrain asks it for a Parquet export.
     """

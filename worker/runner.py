@@ -21,7 +21,7 @@ PERIODIC_LOCK_KEY = "streamrec:retrain:periodic"
 class PeriodicRetrain(threading.Thread):
     """Enqueue a retrain every `interval` seconds.
 
-    Several workers may run this thread; a Redis key set with NX and an expiry of one interval
+    Several workers may run this thread. A Redis key set with NX and an expiry of one interval
     makes sure only one of them enqueues per interval.
     """
 
