@@ -31,6 +31,13 @@ class ALSConfig:
     reg_genre: float = 5.0
     """Penalty beta on the squared genre factors |f_k|^2."""
 
+    reg_count_exponent: float = 0.0
+    """Exponent e that scales the factor penalty of a row with n ratings to tau * max(n, 1)^e.
+
+    0 gives every row the same penalty; 1 is the count-weighted penalty of ALS-WR, under which
+    a user with one rating gets a far weaker pull towards zero than one with hundreds.
+    """
+
     epochs: int = 30
     """Number of full ALS passes (users, items, genres)."""
 
@@ -49,6 +56,9 @@ class ALSConfig:
             object.__setattr__(self, name, _require_int(name, getattr(self, name), minimum=minimum))
         for name in ("reg_factors", "reg_bias", "reg_genre", "init_scale"):
             object.__setattr__(self, name, _require_positive(name, getattr(self, name)))
+        object.__setattr__(
+            self, "reg_count_exponent", _require_non_negative("reg_count_exponent", self.reg_count_exponent)
+        )
         if not isinstance(self.use_genres, bool):
             raise ValueError(f"use_genres: must be a bool, got {self.use_genres!r}")
 
@@ -71,4 +81,12 @@ def _require_positive(name: str, value: object) -> float:
         raise ValueError(f"{name}: must be a number, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}: must be > 0 and finite, got {value}")
+    return float(value)
+
+
+def _require_non_negative(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}: must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: must be >= 0 and finite, got {value}")
     return float(value)

@@ -120,20 +120,21 @@ def _item_prior(genre_factors, indptr, indices):
 
 @njit(cache=True, nogil=True)
 def update_genre_factors(
-    item_factors, item_indptr, item_genres, genre_indptr, genre_items, weights, reg_ratio,
-    genre_factors,
+    item_factors, item_indptr, item_genres, genre_indptr, genre_items, weights, prior_weights,
+    reg_ratio, genre_factors,
 ):
     """Set each f_k in turn to the exact minimiser of the loss over f_k, all else fixed.
 
-    With g_n^(-k) the prior of item n without genre k and w_n = 1/sqrt|G_n|,
+    With g_n^(-k) the prior of item n without genre k, w_n = 1/sqrt|G_n| and rho_n the weight
+    of item n's prior penalty (tau rho_n / 2 |v_n - g_n|^2),
 
-        f_k = sum_{n: k in G_n} w_n (v_n - g_n^(-k)) / (sum_{n: k in G_n} w_n^2 + beta/tau)
+        f_k = sum_{n: k in G_n} rho_n w_n (v_n - g_n^(-k)) / (sum_{n: k in G_n} rho_n w_n^2 + beta/tau)
 
     where reg_ratio = beta/tau. Genres are visited in index order, each using the latest values
     of the others (a Gauss-Seidel sweep), so one call never increases the loss.
 
     item_factors: float32 (N, K). item_indptr/item_genres: CSR item -> genre. genre_indptr/
-    genre_items: CSR genre -> item. weights: float64 (N,). genre_factors: float32 (G, K), updated
+    genre_items: CSR genre -> item. weights, prior_weights: float64 (N,). genre_factors: float32 (G, K), updated
     in place.
     """
     n_items = item_indptr.shape[0] - 1
@@ -156,10 +157,11 @@ def update_genre_factors(
         for p in range(genre_indptr[genre], genre_indptr[genre + 1]):
             item = genre_items[p]
             weight = weights[item]
-            denominator += weight * weight
+            rho = prior_weights[item]
+            denominator += rho * weight * weight
             for k in range(K):
                 others = sums[item, k] - genre_factors[genre, k]
-                numerator[k] += weight * (item_factors[item, k] - weight * others)
+                numerator[k] += rho * weight * (item_factors[item, k] - weight * others)
 
         for k in range(K):
             old = np.float64(genre_factors[genre, k])

@@ -2,14 +2,16 @@
 
 A half-step solves, for every row r of one side (users or items) with the other side fixed,
 
-    minimise  1/2 sum_{c in row r} (y_rc - b_r - w_c . x_r)^2 + gamma/2 b_r^2 + tau/2 |x_r - p_r|^2
+    minimise  1/2 sum_{c in row r} (y_rc - b_r - w_c . x_r)^2 + gamma/2 b_r^2 + tau_r/2 |x_r - p_r|^2
 
 where y_rc = rating - global_mean - (bias of column c), w_c are the other side's factors, and
-p_r is the row's prior (the genre prior for items, zero for users). Appending a constant 1 to
+p_r is the row's prior (the genre prior for items, zero for users). The factor penalty
+tau_r = tau * max(n_r, 1)^e grows with the row's rating count n_r when the exponent e is
+positive (e = 1 is the count-weighted penalty of ALS-WR; e = 0 gives one tau for all). Appending a constant 1 to
 w_c turns bias and factors into one unknown z_r = (x_r, b_r) of size K + 1 with the normal
 equations
 
-    (sum_c [w_c; 1][w_c; 1]^T + diag(tau, ..., tau, gamma)) z_r = sum_c [w_c; 1] y_rc + [tau p_r; 0]
+    (sum_c [w_c; 1][w_c; 1]^T + diag(tau_r, ..., tau_r, gamma)) z_r = sum_c [w_c; 1] y_rc + [tau_r p_r; 0]
 
 which are symmetric positive definite whenever tau, gamma > 0, so Cholesky always applies.
 A row without ratings gets z_r = (p_r, 0), its exact minimiser.
@@ -65,12 +67,12 @@ def cholesky_solve(A, x, n):
 @njit(cache=True, nogil=True)
 def solve_row(
     row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
-    reg_bias, reg_factors, A, x, w, out_factors, out_bias,
+    reg_bias, reg_factors, reg_exponent, A, x, w, out_factors, out_bias,
 ):
     """Write the exact minimiser (bias and factors) of one row into out_factors and out_bias.
 
     other_factors: float32 (C, K). other_bias: float32 (C,). prior: float64 (R, K), or shape
-    (0, K) for a zero prior. A: float64 (K+1, K+1), x and w: float64 (K+1,) scratch. Returns
+    (0, K) for a zero prior. reg_exponent: e in tau_r = reg_factors * max(n_r, 1)^e. A: float64 (K+1, K+1), x and w: float64 (K+1,) scratch. Returns
     False and leaves the row unchanged when the Cholesky solve fails.
     """
     K = other_factors.shape[1]
@@ -94,12 +96,16 @@ def solve_row(
             for j in range(i + 1):
                 A[i, j] += wi * w[j]
 
+    count = indptr[row + 1] - indptr[row]
+    tau = reg_factors
+    if reg_exponent != 0.0 and count > 1:
+        tau = reg_factors * np.float64(count) ** reg_exponent
     for k in range(K):
-        A[k, k] += reg_factors
+        A[k, k] += tau
     A[K, K] += reg_bias
     if prior.shape[0] > 0:
         for k in range(K):
-            x[k] += reg_factors * prior[row, k]
+            x[k] += tau * prior[row, k]
 
     if not cholesky_solve(A, x, n):
         return False
@@ -112,7 +118,7 @@ def solve_row(
 @njit(cache=True, nogil=True, parallel=True)
 def solve_rows(
     indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
-    reg_bias, reg_factors, chunk_bounds, out_factors, out_bias,
+    reg_bias, reg_factors, reg_exponent, chunk_bounds, out_factors, out_bias,
 ):
     """Run solve_row for every row, in parallel over chunks of consecutive rows.
 
@@ -130,7 +136,7 @@ def solve_rows(
         for row in range(chunk_bounds[chunk], chunk_bounds[chunk + 1]):
             ok = solve_row(
                 row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
-                reg_bias, reg_factors, A, x, w, out_factors, out_bias,
+                reg_bias, reg_factors, reg_exponent, A, x, w, out_factors, out_bias,
             )
             if not ok and failed[chunk] < 0:
                 failed[chunk] = row

@@ -3,10 +3,12 @@
 The loss is
 
     L = 1/2 sum_(m,n) (r_mn - mu - b_m - c_n - u_m . v_n)^2
-        + tau/2 sum_m |u_m|^2 + tau/2 sum_n |v_n - g_n|^2
+        + tau/2 sum_m rho_m |u_m|^2 + tau/2 sum_n rho_n |v_n - g_n|^2
         + gamma/2 (sum_m b_m^2 + sum_n c_n^2) + beta/2 sum_k |f_k|^2
 
-with tau = reg_factors, gamma = reg_bias, beta = reg_genre and g_n the genre prior of item n.
+with tau = reg_factors, gamma = reg_bias, beta = reg_genre, g_n the genre prior of item n and
+rho_r = max(n_r, 1)^e the count weight of a row with n_r ratings (e = reg_count_exponent; e = 0
+makes every rho_r 1).
 Without genres g_n = 0 and the beta term is dropped. Each step sets one block to its exact
 minimiser with everything else fixed, so no step increases L (up to float32 rounding of the
 stored result).
@@ -77,15 +79,23 @@ def step_items(
     )
 
 
-def step_genres(model: ALSModel, genres: ItemGenres, config: ALSConfig) -> None:
+def step_genres(
+    model: ALSModel, genres: ItemGenres, config: ALSConfig, item_counts: np.ndarray | None = None
+) -> None:
     """Set each genre's factors in turn to their exact minimiser, items fixed (in place).
 
-    Does nothing when config.use_genres is off, since the genres then do not enter the loss.
+    item_counts (ratings per item) sets the count weights of the items' prior penalties; it may
+    be None only when config.reg_count_exponent is 0. Does nothing when config.use_genres is
+    off, since the genres then do not enter the loss.
     """
     if not config.use_genres or genres.n_genres == 0:
         return
     if genres.n_items != model.n_items:
         raise ValueError(f"genres: must cover {model.n_items} items, got {genres.n_items}")
+    if item_counts is None:
+        if config.reg_count_exponent != 0.0:
+            raise ValueError("item_counts: required when reg_count_exponent is not 0")
+        item_counts = np.ones(model.n_items, np.float64)
     genre_indptr, genre_items = genres.by_genre()
     update_genre_factors(
         model.item_factors,
@@ -94,6 +104,7 @@ def step_genres(model: ALSModel, genres: ItemGenres, config: ALSConfig) -> None:
         genre_indptr,
         genre_items,
         genre_weights(genres),
+        count_weights(item_counts, config),
         config.reg_genre / config.reg_factors,
         model.genre_factors,
     )
@@ -130,9 +141,11 @@ def loss_and_squared_error(
     item_factors = model.item_factors.astype(np.float64)
     if config.use_genres:
         item_factors -= item_prior64(model.genre_factors, genres)
+    user_weights = count_weights(np.diff(matrix.user_indptr), config)
+    item_weights = count_weights(np.diff(matrix.item_indptr), config)
     loss = 0.5 * squared_error
-    loss += 0.5 * tau * _sum_of_squares(model.user_factors)
-    loss += 0.5 * tau * _sum_of_squares(item_factors)
+    loss += 0.5 * tau * _weighted_sum_of_squares(model.user_factors, user_weights)
+    loss += 0.5 * tau * _weighted_sum_of_squares(item_factors, item_weights)
     loss += 0.5 * config.reg_bias * (_sum_of_squares(model.user_bias) + _sum_of_squares(model.item_bias))
     if config.use_genres:
         loss += 0.5 * config.reg_genre * _sum_of_squares(model.genre_factors)
@@ -163,6 +176,7 @@ def solve_side(
         prior,
         config.reg_bias,
         config.reg_factors,
+        config.reg_count_exponent,
         row_chunks(indptr, other_factors.shape[1]),
         out_factors,
         out_bias,
@@ -190,6 +204,17 @@ def row_chunks(indptr: np.ndarray, factors: int) -> np.ndarray:
     targets = cumulative_cost[-1] * np.arange(1, n_chunks) / n_chunks
     cuts = np.searchsorted(cumulative_cost, targets)
     return np.unique(np.concatenate(([0], cuts, [n_rows]))).astype(np.int64)
+
+
+def count_weights(counts: np.ndarray, config: ALSConfig) -> np.ndarray:
+    """Return rho_r = max(n_r, 1)^e as float64 for rating counts n_r (all 1 when e is 0).
+
+    This is the factor of tau in each row's factor penalty, the same one the row solver uses.
+    """
+    counts = np.asarray(counts, np.float64)
+    if config.reg_count_exponent == 0.0:
+        return np.ones(counts.shape[0], np.float64)
+    return np.maximum(counts, 1.0) ** config.reg_count_exponent
 
 
 def no_prior(factors: int) -> np.ndarray:
@@ -232,6 +257,12 @@ def check_float32_array(name: str, array: np.ndarray) -> None:
         raise ValueError(
             f"{name}: must be a writeable C-contiguous float32 array, got dtype {array.dtype}"
         )
+
+
+def _weighted_sum_of_squares(array: np.ndarray, weights: np.ndarray) -> float:
+    """Return sum_r weights_r |array_r|^2 over the rows of a 2-D array."""
+    rows = array.astype(np.float64).reshape(array.shape[0], -1)
+    return float(weights @ np.einsum("ij,ij->i", rows, rows))
 
 
 def _sum_of_squares(array: np.ndarray) -> float:

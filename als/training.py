@@ -49,12 +49,13 @@ def train(
         raise ValueError(f"genres: must cover {matrix.n_items} items, got {genres.n_items}")
     model = init_model(matrix, genres, config, global_mean)
     check_genres(matrix, model, genres)
+    item_counts = matrix.item_counts()
 
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         step_users(matrix, model, config)
         step_items(matrix, model, genres, config)
-        step_genres(model, genres, config)
+        step_genres(model, genres, config, item_counts)
         check_finite(model, epoch)
 
         loss, squared_error = loss_and_squared_error(matrix, model, genres, config)

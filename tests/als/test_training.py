@@ -98,7 +98,7 @@ def test_tiny_regularisation_stays_finite():
 
 
 def test_train_raises_when_an_epoch_goes_non_finite(monkeypatch):
-    def poisoned_step_genres(model, genres, config):
+    def poisoned_step_genres(model, genres, config, item_counts=None):
         model.genre_factors[1, 0] = np.inf
 
     monkeypatch.setattr(training_module, "step_genres", poisoned_step_genres)
