@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import redis
 from rq import get_current_job
+from tqdm import tqdm
 
 import als
 from store import keys
@@ -54,10 +55,15 @@ def train_model(data: RatingsData, config: als.ALSConfig, progress: Progress) ->
     )
     genres = als.ItemGenres(data.item_genres_indptr, data.item_genres_indices, data.n_genres)
 
-    def on_epoch(stats: als.EpochStats) -> None:
-        progress("training", {"epoch": stats.epoch, "epochs": config.epochs, "rmse": stats.rmse})
+    # The bar shows on a terminal only (disable=None); workers report through `progress` instead.
+    with tqdm(total=config.epochs, desc="training", unit="epoch", disable=None) as bar:
 
-    return als.train(matrix, genres, config, callback=on_epoch)
+        def on_epoch(stats: als.EpochStats) -> None:
+            bar.update(1)
+            bar.set_postfix(rmse=f"{stats.rmse:.4f}")
+            progress("training", {"epoch": stats.epoch, "epochs": config.epochs, "rmse": stats.rmse})
+
+        return als.train(matrix, genres, config, callback=on_epoch)
 
 
 def snapshot_data(
