@@ -29,10 +29,10 @@ class PeriodicRetrain(threading.Thread):
         super().__init__(name="periodic-retrain", daemon=True)
         self._connection = connection
         self._interval = interval
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stopping.wait(self._interval):
             try:
                 claimed = self._connection.set(
                     PERIODIC_LOCK_KEY, "1", nx=True, px=max(1, int(self._interval * 1000 * 0.9))
@@ -43,7 +43,7 @@ class PeriodicRetrain(threading.Thread):
                 log.exception("periodic retrain not enqueued, will try next interval")
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
 
 def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[str], burst: bool = False) -> None:
