@@ -38,6 +38,13 @@ class ALSConfig:
     a user with one rating gets a far weaker pull towards zero than one with hundreds.
     """
 
+    support_weight: float = 0.0
+    """Weight of log(1 + rating count) of an item in its ranking score (never in a predicted rating).
+
+    Rewards items many people rated, since a user is more likely to watch them. 0 ranks by the
+    predicted rating alone.
+    """
+
     epochs: int = 30
     """Number of full ALS passes (users, items, genres)."""
 
@@ -56,6 +63,7 @@ class ALSConfig:
             object.__setattr__(self, name, _require_int(name, getattr(self, name), minimum=minimum))
         for name in ("reg_factors", "reg_bias", "reg_genre", "init_scale"):
             object.__setattr__(self, name, _require_positive(name, getattr(self, name)))
+        object.__setattr__(self, "support_weight", _require_non_negative("support_weight", self.support_weight))
         object.__setattr__(
             self, "reg_count_exponent", _require_non_negative("reg_count_exponent", self.reg_count_exponent)
         )

@@ -1,4 +1,15 @@
-"""Raw predictions and top-N selection."""
+"""Raw predictions, the ranking score and top-N selection.
+
+A predicted rating is global_mean + b_m + c_n + u_m . v_n. The ranking score adds to that
+(without the global mean, the same for every item) a reward for the item's support:
+
+    score(m, n) = b_m + c_n + u_m . v_n + support_weight * log(1 + count_n)
+
+where count_n is the number of training ratings of item n. An explicit-rating model predicts
+how much a user would like an item if they watched it, and ranks an item that two people rated
+five stars above one that two hundred rated four and a half; the support term says how likely
+the item is to be watched at all. Predicted ratings never include it.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +50,45 @@ def predict(model: ALSModel, user_idx: np.ndarray, item_idx: np.ndarray) -> np.n
         user_rows = model.user_factors[users[both]].astype(np.float64)
         item_rows = model.item_factors[items[both]].astype(np.float64)
         scores[both] += np.einsum("ij,ij->i", user_rows, item_rows)
+    return scores
+
+
+def ranking_scores(
+    user_bias: float | np.ndarray,
+    user_factors: np.ndarray,
+    item_bias: np.ndarray,
+    item_factors: np.ndarray,
+    item_rating_count: np.ndarray,
+    support_weight: float,
+) -> np.ndarray:
+    """Return the ranking score b_m + c_n + u_m . v_n + support_weight * log(1 + count_n).
+
+    For one user (user_factors of shape (K,), user_bias a number) the result is float64 (N,).
+    For a block of users (user_factors (B, K), user_bias (B,)) it is float32 (B, N), to keep
+    a block of a large catalogue in memory. Raises ValueError when the shapes do not fit.
+    """
+    n_items = item_factors.shape[0]
+    if item_bias.shape != (n_items,) or item_rating_count.shape != (n_items,):
+        raise ValueError(
+            f"item_bias, item_rating_count: must have shape ({n_items},), "
+            f"got {item_bias.shape} and {item_rating_count.shape}"
+        )
+    if user_factors.ndim not in (1, 2) or user_factors.shape[-1] != item_factors.shape[1]:
+        raise ValueError(
+            f"user_factors: must have shape (K,) or (B, K) with K={item_factors.shape[1]}, "
+            f"got {user_factors.shape}"
+        )
+
+    dtype = np.float64 if user_factors.ndim == 1 else np.float32
+    item_offset = np.asarray(item_bias, dtype=np.float64)
+    if support_weight != 0.0:
+        item_offset = item_offset + support_weight * np.log1p(np.asarray(item_rating_count, np.float64))
+    scores = np.asarray(user_factors, dtype) @ np.asarray(item_factors, dtype).T
+    scores += item_offset.astype(dtype)
+    if user_factors.ndim == 1:
+        scores += float(user_bias)
+    else:
+        scores += np.asarray(user_bias, dtype)[:, np.newaxis]
     return scores
 
 

@@ -385,14 +385,18 @@ def _load(store: SnapshotStore, version: int | None) -> _Served:
 
 
 def _rank(served: _Served, user: _UserVector, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the `n` best allowed item_idx and their scores b_m + c_n + u_m.v_n, best first.
+    """Return the `n` best allowed item_idx and their ranking scores, best first.
 
-    Ties go to the lower item_idx because candidates stay in ascending order.
+    The score is als.ranking_scores (b_m + c_n + u_m.v_n plus the snapshot's support term);
+    a user without factors counts as u_m = 0. Ties go to the lower item_idx because candidates
+    stay in ascending order.
     """
     snapshot = served.snapshot
-    scores = np.asarray(snapshot.item_bias, dtype=np.float64) + user.bias
-    if user.factors is not None:
-        scores += snapshot.item_factors @ user.factors
+    factors = user.factors if user.factors is not None else np.zeros(snapshot.item_factors.shape[1], np.float32)
+    scores = als.ranking_scores(
+        user.bias, factors, snapshot.item_bias, snapshot.item_factors,
+        snapshot.item_rating_count, served.config.support_weight,
+    )
     candidates = np.flatnonzero(allowed)
     best = candidates[als.top_n(scores[candidates], n)]
     return best, scores[best]

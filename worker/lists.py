@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import als
+
 # Users scored per matrix product; 512 users x 87,585 items of float32 is about 180 MB.
 USERS_PER_BLOCK = 512
 
@@ -15,11 +17,14 @@ def top_n_lists(
     item_factors: np.ndarray,
     seen: list[np.ndarray],
     n: int,
+    *,
+    item_rating_count: np.ndarray,
+    support_weight: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank every item for each user and keep the best `n` unseen ones.
 
-    The ranking score is b_m + c_n + u_m . v_n (the global mean is the same for every item).
-    `seen[i]` holds the item indices user i has rated; they are left out. Returns (indices,
+    The score is als.ranking_scores: b_m + c_n + u_m . v_n + support_weight * log(1 + count_n),
+    with count_n from item_rating_count. `seen[i]` holds the item indices user i has rated; they are left out. Returns (indices,
     scores), both of shape (users, min(n, items)); a row with fewer candidates than `n` is padded
     with index -1 and score -inf.
     """
@@ -33,9 +38,10 @@ def top_n_lists(
 
     for start in range(0, n_users, USERS_PER_BLOCK):
         stop = min(start + USERS_PER_BLOCK, n_users)
-        block = user_factors[start:stop] @ item_factors.T
-        block += item_bias[np.newaxis, :]
-        block += user_bias[start:stop, np.newaxis]
+        block = als.ranking_scores(
+            user_bias[start:stop], user_factors[start:stop], item_bias, item_factors,
+            item_rating_count, support_weight,
+        )
         for row, user in enumerate(range(start, stop)):
             if len(seen[user]):
                 block[row, seen[user]] = -np.inf

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,42 @@ def model_of(snapshot: Snapshot) -> tuple[als.ALSModel, als.ALSConfig]:
     return model, als.ALSConfig(**snapshot.hyperparameters)
 
 
+@dataclass(frozen=True)
+class RefoldedUsers:
+    """A batch of users folded into a model, with their top-N lists."""
+
+    biases: np.ndarray  # float32 (B,)
+    factors: np.ndarray  # float32 (B, K)
+    seen: list[np.ndarray]  # int32 item_idx each user rated, ascending
+    list_idx: np.ndarray  # int64 (B, n), -1 pads a short list
+    list_scores: np.ndarray  # float32 (B, n), -inf pads a short list
+
+
+def refold_users(
+    model: als.ALSModel,
+    config: als.ALSConfig,
+    item_rating_count: np.ndarray,
+    item_rows: list[np.ndarray],
+    rating_rows: list[np.ndarray],
+    top_n: int,
+) -> RefoldedUsers:
+    """Fold in each user's complete ratings (item_idx rows, ascending) and rank their top_n items.
+
+    This is the maths of a refresh job without Redis, shared with the streaming evaluation.
+    """
+    indptr = np.zeros(len(item_rows) + 1, dtype=np.int64)
+    np.cumsum([len(row) for row in item_rows], out=indptr[1:])
+    item_idx = np.concatenate(item_rows) if item_rows else np.zeros(0, np.int32)
+    ratings = np.concatenate(rating_rows) if rating_rows else np.zeros(0, np.float32)
+
+    biases, factors = als.fold_in_many(indptr, item_idx, ratings, model, config)
+    list_idx, list_scores = top_n_lists(
+        biases, factors, model.item_bias, model.item_factors, item_rows, top_n,
+        item_rating_count=item_rating_count, support_weight=config.support_weight,
+    )
+    return RefoldedUsers(biases, factors, item_rows, list_idx, list_scores)
+
+
 def refresh_users(
     connection: redis.Redis,
     snapshot: Snapshot,
@@ -49,35 +86,28 @@ def refresh_users(
     model, config = model_of(snapshot)
     user_ids = list(users)
 
-    # One CSR of every user's known ratings, so the batch is folded in by a single kernel call.
-    indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
+    # Every user's known ratings, folded in by a single kernel call.
     item_rows: list[np.ndarray] = []
     rating_rows: list[np.ndarray] = []
-    for row, user_id in enumerate(user_ids):
+    for user_id in user_ids:
         item_ids, ratings = users[user_id]
         idx = snapshot.item_indices(item_ids)
         known = idx >= 0
         order = np.argsort(idx[known], kind="stable")
         item_rows.append(idx[known][order].astype(np.int32))
         rating_rows.append(np.asarray(ratings, dtype=np.float32)[known][order])
-        indptr[row + 1] = indptr[row] + int(known.sum())
-    item_idx = np.concatenate(item_rows) if item_rows else np.zeros(0, np.int32)
-    ratings = np.concatenate(rating_rows) if rating_rows else np.zeros(0, np.float32)
 
-    biases, factors = als.fold_in_many(indptr, item_idx, ratings, model, config)
-    list_idx, list_scores = top_n_lists(
-        biases, factors, model.item_bias, model.item_factors, item_rows, top_n
-    )
+    refolded = refold_users(model, config, snapshot.item_rating_count, item_rows, rating_rows, top_n)
     return write_users(
         connection,
         snapshot,
         user_ids=user_ids,
         seq=seq,
-        biases=biases,
-        factors=factors,
-        seen=item_rows,
-        list_idx=list_idx,
-        list_scores=list_scores,
+        biases=refolded.biases,
+        factors=refolded.factors,
+        seen=refolded.seen,
+        list_idx=refolded.list_idx,
+        list_scores=refolded.list_scores,
     )
 
 

@@ -101,6 +101,7 @@ def write_all_lists(
 ) -> int:
     """Write every snapshot user's factors and top-N list, guarded by (version, watermark)."""
     snapshot = SnapshotStore(settings.snapshots_dir).open(version)
+    support_weight = als.ALSConfig(**snapshot.hyperparameters).support_weight
     n_users = len(snapshot.user_ids)
     written = 0
     for start in range(0, n_users, USERS_PER_WRITE):
@@ -109,6 +110,7 @@ def write_all_lists(
         list_idx, list_scores = top_n_lists(
             snapshot.user_bias[start:stop], snapshot.user_factors[start:stop],
             snapshot.item_bias, snapshot.item_factors, seen, settings.top_n,
+            item_rating_count=snapshot.item_rating_count, support_weight=support_weight,
         )
         written += write_users(
             connection, snapshot,
