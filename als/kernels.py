@@ -120,7 +120,11 @@ def solve_rows(
     indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
     reg_bias, reg_factors, reg_exponent, chunk_bounds, out_factors, out_bias,
 ):
-    """Run solve_row for every row, in parallel over chunks of consecutive rows.
+    """Solve every row, in parallel over chunks of consecutive rows.
+
+    A row with more ratings than K + 1 goes through solve_row_fast (float32 sums). A shorter row
+    goes through solve_row, which sums in float64: its sum of w w^T has rank below K + 1, and with
+    a tiny penalty float32 rounding could make the system indefinite.
 
     chunk_bounds: int64 (C+1,), ascending row boundaries covering all rows. Each chunk owns its
     scratch, so nothing is allocated per row. Returns int64 (C,) holding, per chunk, the first
@@ -128,16 +132,28 @@ def solve_rows(
     """
     n_chunks = chunk_bounds.shape[0] - 1
     K = other_factors.shape[1]
+    padded = pad_factors(other_factors)
+    P = padded.shape[1]
     failed = np.full(n_chunks, -1, np.int64)
     for chunk in prange(n_chunks):
+        G = np.empty((P, P), np.float32)
+        g = np.empty(P, np.float32)
+        T = np.empty((P, TILE), np.float32)
+        y = np.empty(TILE, np.float32)
         A = np.empty((K + 1, K + 1), np.float64)
         x = np.empty(K + 1, np.float64)
         w = np.empty(K + 1, np.float64)
         for row in range(chunk_bounds[chunk], chunk_bounds[chunk + 1]):
-            ok = solve_row(
-                row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
-                reg_bias, reg_factors, reg_exponent, A, x, w, out_factors, out_bias,
-            )
+            if indptr[row + 1] - indptr[row] <= K + 1:
+                ok = solve_row(
+                    row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
+                    reg_bias, reg_factors, reg_exponent, A, x, w, out_factors, out_bias,
+                )
+            else:
+                ok = solve_row_fast(
+                    row, indptr, columns, ratings, padded, other_bias, global_mean, prior,
+                    reg_bias, reg_factors, reg_exponent, G, g, T, y, A, x, out_factors, out_bias,
+                )
             if not ok and failed[chunk] < 0:
                 failed[chunk] = row
     return failed
@@ -166,3 +182,185 @@ def squared_error_sum(
             row_sum += error * error
         total += row_sum
     return total
+
+
+# Reassociation lets LLVM vectorise the sums below. The flags that assume no NaN or inf are left
+# out on purpose, so a NaN in the data still reaches the pivot check and fails the solve.
+FAST_MATH = {"reassoc", "contract", "nsz", "arcp"}
+# Ratings copied per tile when a row's Gram matrix is built; a tile of 40 x 128 float32 is 20 KB,
+# which stays in the L1 cache.
+TILE = 128
+# The sums over entries are vectorised 32 entries (4 registers of 8) at a time and the rest
+# runs as scalar code, so tiles are padded with zero entries to a multiple of this.
+SUM_BLOCK = 32
+# Padded width of a factor row is a multiple of this many float32 lanes (one AVX register).
+LANES = 8
+
+
+@njit(cache=True, nogil=True)
+def padded_width(K):
+    """Return K + 1 (factors and the bias column) rounded up to a multiple of LANES."""
+    return ((K + 1 + LANES - 1) // LANES) * LANES
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def pad_factors(factors):
+    """Return float32 (C, P) rows [w_c, 1, 0, ...] with P = padded_width(K).
+
+    Fixed-width rows let the Gram loop run on whole vector registers with no remainder.
+    """
+    C, K = factors.shape
+    P = padded_width(K)
+    padded = np.zeros((C, P), np.float32)
+    for c in prange(C):
+        for k in range(K):
+            padded[c, k] = factors[c, k]
+        padded[c, K] = 1.0
+    return padded
+
+
+@njit(cache=True, nogil=True, fastmath=FAST_MATH)
+def accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_mean, n, G, g, T, y):
+    """Set G to sum w w^T and g to sum w y over the entries start..stop of one row.
+
+    w is the padded row of the entry's column (its factors, then 1 for the bias) and
+    y = rating - global_mean - bias of the column. The entries are copied in tiles into T with
+    one tile column per entry, so each G[i, j] is a dot product of two contiguous rows of T.
+    Only the upper triangle is computed, two rows by two columns at a time, which gives four
+    independent sums per pair of loads. G: float32 (P, P), of which G[i, j] for j >= i - 1 is
+    written. g: float32 (P,). T: float32 (P, TILE) and y: float32 (TILE,) scratch. n = K + 1.
+    """
+    P = padded.shape[1]
+    tile = T.shape[1]
+    # An odd n is rounded up to a pair; the extra row of a padded factor row is zero.
+    n_even = n + (n & 1)
+    for i in range(P):
+        g[i] = 0.0
+        for j in range(P):
+            G[i, j] = 0.0
+
+    for first in range(start, stop, tile):
+        count = min(first + tile, stop) - first
+        for q in range(count):
+            column = columns[first + q]
+            y[q] = np.float32(ratings[first + q] - global_mean - other_bias[column])
+            row = padded[column]
+            for k in range(n_even):
+                T[k, q] = row[k]
+        # Zero entries up to a whole number of vector blocks, so no entry runs as scalar code.
+        m = min(tile, (count + SUM_BLOCK - 1) // SUM_BLOCK * SUM_BLOCK)
+        for q in range(count, m):
+            y[q] = 0.0
+            for k in range(n_even):
+                T[k, q] = 0.0
+
+        for i in range(n):
+            Ti = T[i]
+            s = np.float32(0.0)
+            for q in range(m):
+                s += Ti[q] * y[q]
+            g[i] += s
+
+        for i in range(0, n_even, 2):
+            Ti0 = T[i]
+            Ti1 = T[i + 1]
+            for j in range(i, n_even, 2):
+                Tj0 = T[j]
+                Tj1 = T[j + 1]
+                s00 = np.float32(0.0)
+                s01 = np.float32(0.0)
+                s10 = np.float32(0.0)
+                s11 = np.float32(0.0)
+                for q in range(m):
+                    a0 = Ti0[q]
+                    a1 = Ti1[q]
+                    b0 = Tj0[q]
+                    b1 = Tj1[q]
+                    s00 += a0 * b0
+                    s01 += a0 * b1
+                    s10 += a1 * b0
+                    s11 += a1 * b1
+                G[i, j] += s00
+                G[i, j + 1] += s01
+                G[i + 1, j] += s10
+                G[i + 1, j + 1] += s11
+
+
+@njit(cache=True, nogil=True, fastmath=FAST_MATH)
+def cholesky_factor(A, n):
+    """Overwrite the lower triangle of A's leading n x n block with its Cholesky factor L.
+
+    Returns False when a pivot is not positive (NaN included).
+    """
+    for j in range(n):
+        pivot = A[j, j]
+        for p in range(j):
+            pivot -= A[j, p] * A[j, p]
+        if not (pivot > 0.0):
+            return False
+        diagonal = np.sqrt(pivot)
+        A[j, j] = diagonal
+        inverse = 1.0 / diagonal
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for p in range(j):
+                s -= A[i, p] * A[j, p]
+            A[i, j] = s * inverse
+    return True
+
+
+@njit(cache=True, nogil=True)
+def solve_row_fast(
+    row, indptr, columns, ratings, padded, other_bias, global_mean, prior,
+    reg_bias, reg_factors, reg_exponent, G, g, T, y, A, x, out_factors, out_bias,
+):
+    """The same minimiser as solve_row, with the Gram matrix built in float32 on padded rows.
+
+    The sums are accumulated in float32 and the (K+1) system is then solved in float64.
+    G: float32 (P, P), g: float32 (P,), T: float32 (P, TILE), y: float32 (TILE,), A: float64 (K+1, K+1), x: float64 (K+1,) scratch.
+    Returns False and leaves the row unchanged when the solve fails.
+    """
+    K = out_factors.shape[1]
+    n = K + 1
+    start = indptr[row]
+    stop = indptr[row + 1]
+    accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_mean, n, G, g, T, y)
+
+    # A holds the lower triangle: A[i, j] = G[j, i] for j <= i.
+    for i in range(n):
+        x[i] = g[i]
+        for j in range(i + 1):
+            A[i, j] = G[j, i]
+
+    count = stop - start
+    tau = reg_factors
+    if reg_exponent != 0.0 and count > 1:
+        tau = reg_factors * np.float64(count) ** reg_exponent
+    for k in range(K):
+        A[k, k] += tau
+    A[K, K] += reg_bias
+    if prior.shape[0] > 0:
+        for k in range(K):
+            x[k] += tau * prior[row, k]
+
+    if not cholesky_factor(A, n):
+        return False
+    # Forward substitution L y = x, then back substitution L^T z = y.
+    for i in range(n):
+        s = x[i]
+        for p in range(i):
+            s -= A[i, p] * x[p]
+        x[i] = s / A[i, i]
+    for i in range(n - 1, -1, -1):
+        s = x[i]
+        for p in range(i + 1, n):
+            s -= A[p, i] * x[p]
+        x[i] = s / A[i, i]
+    for i in range(n):
+        if not np.isfinite(x[i]):
+            return False
+
+    for k in range(K):
+        out_factors[row, k] = x[k]
+    out_bias[row] = x[K]
+    return True
