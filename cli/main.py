@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cli import bench_command
 from cli import data_commands, demo, evaluate_command, operator_commands, process_commands, query_commands
 from cli.connect import configure_logging
 from store.errors import StreamrecError
@@ -13,6 +14,7 @@ from store.settings import Settings
 
 COMMAND_MODULES = [
     data_commands, process_commands, operator_commands, query_commands, evaluate_command, demo,
+    bench_command,
 ]
 
 

@@ -1,0 +1,43 @@
+"""What machine a bench ran on: CPU, cores, memory and the versions of the numeric libraries."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import duckdb
+import numba
+import numpy as np
+
+
+def machine() -> dict:
+    """Return the CPU model, cores available, total memory in GB and library versions."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": len(os.sched_getaffinity(0)),
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": _threading_layer(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "duckdb": duckdb.__version__,
+    }
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _threading_layer() -> str:
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        # numba picks its layer when the first parallel kernel runs.
+        return "not started"

@@ -1,0 +1,127 @@
+"""`streamrec bench`: time every stage on synthetic data of the MovieLens-32M shape, print JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from cli.bench import als_stage, data, flow_stage, store_stage
+from cli.bench.machine import machine
+from cli.bench.services import redis_server
+from store.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Sizes whose seconds per epoch give the cost-per-rating ratio of a full run.
+SCALING_SIZES = ("1M", "10M")
+# Epochs per ALS timing; the first is left out of the figure.
+TIMED_EPOCHS = 3
+FRESHNESS_RATE = 1000.0
+FRESHNESS_SECONDS = 5.0
+QUERY_CALLS = 2000
+
+
+def add_parsers(subparsers) -> None:
+    bench = subparsers.add_parser(
+        "bench", help="time data generation, loading, training, retrain, ingest, freshness, queries"
+    )
+    bench.add_argument("--size", default="32M", help="ratings to generate: 1M, 10M, 32M (default) ...")
+    bench.add_argument("--keep-data", type=Path, default=None, metavar="DIR",
+                       help="leave the generated ratings and genres as Parquet in DIR")
+    bench.add_argument("--ingest-events", type=int, default=200_000, help="events of the ingest stage")
+    bench.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
+    bench.add_argument("--keep-work", action="store_true",
+                       help="keep the scratch directory (database, snapshots, process logs)")
+    bench.set_defaults(handler=run_bench)
+
+
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    n_ratings = data.parse_size(args.size)
+    work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    try:
+        report = bench(n_ratings, work, args.keep_data, args.ingest_events)
+    finally:
+        if args.keep_work:
+            log.info("scratch directory kept path=%s", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output is not None:
+        args.output.write_text(text + "\n")
+    return 0
+
+
+def bench(n_ratings: int, work: Path, keep_data: Path | None, ingest_events: int) -> dict:
+    """Run every stage at n_ratings in the scratch directory `work`; return the report."""
+    report: dict = {"machine": machine()}
+
+    started = time.perf_counter()
+    synthetic = data.generate(n_ratings)
+    report["data"] = {
+        "ratings": synthetic.n_ratings, "users": synthetic.n_users, "items": synthetic.n_items,
+        "genres": synthetic.n_genres, "seconds": round(time.perf_counter() - started, 2),
+    }
+    log.info("data generated ratings=%d seconds=%.1f", synthetic.n_ratings, report["data"]["seconds"])
+    if keep_data is not None:
+        data.write_parquet(synthetic, keep_data)
+
+    arrays_dir = work / "arrays"
+    als_stage.save_arrays(synthetic, arrays_dir)
+    report["als"] = []
+    for factors in (32, 64):
+        for use_genres in (True, False):
+            result = als_stage.time_epochs(arrays_dir, factors, use_genres, TIMED_EPOCHS)
+            log.info("als timed %s", result)
+            report["als"].append(result)
+    report["scaling"] = scaling(report["als"][0], n_ratings, work)
+
+    data_dir = work / "data"
+    fill_seconds = store_stage.fill_database(synthetic, Settings(data_dir=data_dir).database_path)
+    load = store_stage.time_load(Settings(data_dir=data_dir).database_path)
+    report["load"] = {**load, "fill_seconds": round(fill_seconds, 2)}
+    report["retrain"] = store_stage.time_retrain(data_dir, 32)
+    log.info("retrain timed %s", report["retrain"])
+    n_users, n_items = synthetic.n_users, synthetic.n_items
+    del synthetic
+
+    logs = work / "logs"
+    logs.mkdir()
+    with redis_server(work / "redis") as redis_url:
+        report["ingest"] = flow_stage.time_ingest(
+            work / "ingest", redis_url, ingest_events, n_users, n_items, logs / "ingest.log"
+        )
+        log.info("ingest timed %s", report["ingest"])
+        report["freshness"] = flow_stage.time_freshness(
+            data_dir, redis_url, FRESHNESS_RATE, FRESHNESS_SECONDS, n_users, n_items, logs
+        )
+        log.info("freshness timed %s", report["freshness"])
+        report["query"] = flow_stage.time_queries(data_dir, redis_url, n_users, n_items, QUERY_CALLS)
+    return report
+
+
+def scaling(full: dict, n_ratings: int, work: Path) -> dict:
+    """Seconds per epoch (K=32, genres) at smaller sizes, and the cost per rating relative to them.
+
+    A ratio near 1 means the cost per rating stays flat as the data grows.
+    """
+    per_rating = {str(n_ratings): full["seconds_per_epoch"] / n_ratings}
+    for size in SCALING_SIZES:
+        count = data.parse_size(size)
+        if count >= n_ratings:
+            continue
+        directory = work / f"arrays-{size}"
+        als_stage.save_arrays(data.generate(count), directory)
+        result = als_stage.time_epochs(directory, 32, True, TIMED_EPOCHS)
+        shutil.rmtree(directory, ignore_errors=True)
+        per_rating[str(count)] = result["seconds_per_epoch"] / count
+    smallest = per_rating[min(per_rating, key=int)]
+    return {
+        "seconds_per_million_ratings": {size: round(value * 1e6, 4) for size, value in per_rating.items()},
+        "ratio_to_smallest": {size: round(value / smallest, 2) for size, value in per_rating.items()},
+    }
