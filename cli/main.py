@@ -7,13 +7,15 @@ import sys
 from pathlib import Path
 
 from cli import bench_command
-from cli import data_commands, demo, evaluate_command, operator_commands, process_commands, query_commands
+from cli import (
+    data_commands, demo, evaluate_command, operator_commands, process_commands, query_commands, tune_command,
+)
 from cli.connect import configure_logging
 from store.errors import StreamrecError
 from store.settings import Settings
 
 COMMAND_MODULES = [
-    data_commands, process_commands, operator_commands, query_commands, evaluate_command, demo,
+    data_commands, process_commands, operator_commands, query_commands, evaluate_command, tune_command, demo,
     bench_command,
 ]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,11 +85,38 @@ def build_training_data(train: RatingsFile, movies: MoviesFile | None) -> Rating
     )
 
 
-def load_evaluation_data(train_path: Path, test_path: Path, movies_path: Path | None) -> EvaluationData:
-    if movies_path is None and (train_path.parent / "movies.csv").exists():
-        movies_path = train_path.parent / "movies.csv"
+# Movies files looked for beside the training file, one per MovieLens layout.
+MOVIES_FILE_NAMES = ("movies.csv", "movies.dat", "u.item")
+
+
+def movies_file_beside(ratings_path: Path) -> Path | None:
+    """Return the MovieLens movies file in the ratings file's directory, or None."""
+    for name in MOVIES_FILE_NAMES:
+        candidate = ratings_path.parent / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_training_data(train_path: Path, movies_path: Path | None) -> RatingsData:
+    """Read a training ratings file (any MovieLens layout) and its movies into dense form.
+
+    movies_path defaults to a movies file beside the ratings file; without one there are no
+    genres. Raises DataFileError naming a file that cannot be read.
+    """
+    if movies_path is None:
+        movies_path = movies_file_beside(train_path)
     movies = read_movies_file(movies_path) if movies_path is not None else None
-    train = build_training_data(read_ratings_file(train_path), movies)
+    return build_training_data(read_ratings_file(train_path), movies)
+
+
+def load_evaluation_data(train_path: Path, test_path: Path, movies_path: Path | None) -> EvaluationData:
+    """Read a training and a test ratings file (any MovieLens layout) and index the test rows.
+
+    movies_path defaults to a movies file beside the training file; without one the model has
+    no genres. Raises DataFileError naming a file that cannot be read.
+    """
+    train = load_training_data(train_path, movies_path)
     test = read_ratings_file(test_path)
     return EvaluationData(
         train=train,
@@ -100,9 +129,35 @@ def load_evaluation_data(train_path: Path, test_path: Path, movies_path: Path | 
 
 
 def train_on(data: RatingsData, config: als.ALSConfig) -> als.ALSModel:
+    """Train the model on every rating of `data`."""
     matrix = als.build_rating_matrix(data.user_idx, data.item_idx, data.rating, data.n_users, data.n_items)
     genres = als.ItemGenres(data.item_genres_indptr, data.item_genres_indices, data.n_genres)
     return als.train(matrix, genres, config)
+
+
+def item_rating_count(data: RatingsData) -> np.ndarray:
+    """Number of training ratings of each item, int32 (what a snapshot stores)."""
+    return np.bincount(data.item_idx, minlength=data.n_items).astype(np.int32)
+
+
+def model_ranking(
+    model: als.ALSModel, config: als.ALSConfig, counts: np.ndarray
+) -> Callable[[int], np.ndarray]:
+    """Return score_user(user_idx): the ranking score of every item, as the query module ranks.
+
+    An unknown user (-1) has bias 0 and factors 0.
+    """
+    no_factors = np.zeros(model.factors, np.float32)
+
+    def score_user(user_idx: int) -> np.ndarray:
+        known = user_idx >= 0
+        return als.ranking_scores(
+            float(model.user_bias[user_idx]) if known else 0.0,
+            model.user_factors[user_idx] if known else no_factors,
+            model.item_bias, model.item_factors, counts, config.support_weight,
+        )
+
+    return score_user
 
 
 def top_n_cases(data: EvaluationData) -> list[TopNCase]:
@@ -127,34 +182,47 @@ def top_n_cases(data: EvaluationData) -> list[TopNCase]:
     return cases
 
 
+def clipped_predictions(
+    model: als.ALSModel, data: EvaluationData, rating_min: float, rating_max: float
+) -> np.ndarray:
+    """Predicted rating of every test row, clipped to the rating scale (unknown rows by fallback)."""
+    raw = als.predict(model, data.test_user_idx, data.test_item_idx)
+    return np.clip(raw, rating_min, rating_max)
+
+
+def cold_item_rows(data: EvaluationData) -> np.ndarray:
+    """Mask of test rows whose item has no training rating (it may still have genres)."""
+    counts = item_rating_count(data.train)
+    padded = np.append(counts, 0)  # index -1 (an item missing from the catalogue) reads the 0
+    return padded[data.test_item_idx] == 0
+
+
 def evaluate(data: EvaluationData, config: als.ALSConfig, rating_min: float, rating_max: float) -> dict:
-    """Train on `data.train` and report rating error, top-N quality and the popularity baseline."""
+    """Train on `data.train` and report rating error, top-N quality and the popularity baseline.
+
+    Also reports rmse_cold_items, the RMSE over test rows whose item has no training ratings
+    (NaN when there are none), where only the genre prior can help.
+    """
     train = data.train
     started = time.perf_counter()
     model = train_on(train, config)
     train_seconds = time.perf_counter() - started
 
-    raw = als.predict(model, data.test_user_idx, data.test_item_idx)
-    predictions = np.clip(raw, rating_min, rating_max)
+    predictions = clipped_predictions(model, data, rating_min, rating_max)
+    counts = item_rating_count(train)
     # Candidates are the items that occur in the training ratings, not the whole catalogue.
-    candidates = np.zeros(train.n_items, dtype=bool)
-    candidates[train.item_idx] = True
+    candidates = counts > 0
 
     # "Known" means both the user and the item have training ratings; a catalogue movie that
     # nobody rated in training is predicted from its genres and counts as unknown here.
-    item_trained = np.append(candidates, False)[data.test_item_idx]
-    known = (data.test_user_idx >= 0) & item_trained
+    cold = cold_item_rows(data)
+    known = (data.test_user_idx >= 0) & ~cold
     result = rating_errors(predictions, data.test_rating, known)
+    result["rmse_cold_items"] = als.rmse(predictions[cold], data.test_rating[cold]) if cold.any() else float("nan")
     cases = top_n_cases(data)
 
-    def model_scores(user_idx: int) -> np.ndarray:
-        scores = model.item_bias.astype(np.float64).copy()
-        if user_idx >= 0:
-            scores += model.user_factors[user_idx] @ model.item_factors.T
-        return scores
-
-    result.update(top_n_metrics(cases, model_scores, candidates))
-    popularity = np.bincount(train.item_idx, minlength=train.n_items).astype(np.float64)
+    result.update(top_n_metrics(cases, model_ranking(model, config, counts), candidates))
+    popularity = counts.astype(np.float64)
     baseline = top_n_metrics(cases, lambda user_idx: popularity, candidates)
     result["popularity"] = {key: value for key, value in baseline.items() if not key.startswith("coverage")}
     result.update({
@@ -162,6 +230,7 @@ def evaluate(data: EvaluationData, config: als.ALSConfig, rating_min: float, rat
         "train_ratings": int(train.nnz),
         "test_ratings": int(len(data.test_rating)),
         "test_known_ratings": int(known.sum()),
+        "test_cold_item_ratings": int(cold.sum()),
         "users": int(train.n_users),
         "items": int(train.n_items),
         "top_n_users": len(cases),
@@ -169,4 +238,24 @@ def evaluate(data: EvaluationData, config: als.ALSConfig, rating_min: float, rat
     })
     log.info("evaluation finished rmse=%.4f ndcg_at_10=%.4f train_seconds=%.2f",
              result["rmse"], result["ndcg_at_10"], train_seconds)
+    return result
+
+
+def genre_ablation(
+    data: EvaluationData, config: als.ALSConfig, rating_min: float, rating_max: float
+) -> dict[str, float]:
+    """Train with and without the genre prior; return RMSE overall and on cold-item test rows.
+
+    Keys: rmse_with_genres, rmse_without_genres, rmse_cold_items_with_genres,
+    rmse_cold_items_without_genres, cold_item_ratings.
+    """
+    cold = cold_item_rows(data)
+    result: dict[str, float] = {"cold_item_ratings": int(cold.sum())}
+    for suffix, use_genres in (("with_genres", True), ("without_genres", False)):
+        model = train_on(data.train, dataclasses.replace(config, use_genres=use_genres))
+        predictions = clipped_predictions(model, data, rating_min, rating_max)
+        result[f"rmse_{suffix}"] = als.rmse(predictions, data.test_rating)
+        result[f"rmse_cold_items_{suffix}"] = (
+            als.rmse(predictions[cold], data.test_rating[cold]) if cold.any() else float("nan")
+        )
     return result
