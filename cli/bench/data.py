@@ -73,8 +73,9 @@ def generate(n_ratings: int, seed: int = 7) -> SyntheticData:
     Raises ValueError when n_ratings does not fit the scaled users and items.
     """
     fraction = n_ratings / FULL_RATINGS
-    n_users = max(50, round(FULL_USERS * fraction))
-    n_items = max(200, round(FULL_ITEMS * fraction))
+    # Tiny sizes keep at least 1000 items, so that their users can still draw 20 ratings or more.
+    n_users = max(10, round(FULL_USERS * fraction))
+    n_items = max(1000, round(FULL_ITEMS * fraction))
     rng = np.random.default_rng(seed)
 
     # Each user rates at most a third of the items, so drawing without replacement stays cheap.

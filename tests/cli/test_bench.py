@@ -1,0 +1,102 @@
+"""The bench's synthetic data and the shape of its report, on tiny sizes."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from cli import bench_command
+from cli.bench import data, flow_stage
+
+
+def test_parse_size_reads_suffixes():
+    assert data.parse_size("1M") == 1_000_000
+    assert data.parse_size("250k") == 250_000
+    assert data.parse_size("32M") == data.FULL_RATINGS
+    assert data.parse_size("5000") == 5000
+
+
+@pytest.mark.parametrize("text", ["", "lots", "10", "40M"])
+def test_parse_size_rejects_bad_values(text):
+    with pytest.raises(ValueError, match="^size: "):
+        data.parse_size(text)
+
+
+def test_generated_data_has_scaled_shape():
+    generated = data.generate(1_000_000)
+    fraction = 1_000_000 / data.FULL_RATINGS
+
+    assert generated.n_ratings == 1_000_000
+    assert generated.n_users == round(data.FULL_USERS * fraction)
+    assert generated.n_items == round(data.FULL_ITEMS * fraction)
+    counts = np.bincount(generated.user_idx, minlength=generated.n_users)
+    assert counts.min() >= data.MIN_USER_RATINGS
+    # Power law on the item side: the most-rated item holds about its MovieLens-32M share.
+    top = np.bincount(generated.item_idx).max()
+    assert 0.5 * data.TOP_ITEM_SHARE < top / generated.n_ratings < 2 * data.TOP_ITEM_SHARE
+
+
+def test_generated_ratings_are_unique_sorted_half_stars():
+    generated = data.generate(20_000)
+    keys = generated.user_idx.astype(np.int64) * generated.n_items + generated.item_idx
+    assert np.all(np.diff(keys) > 0)
+    assert set(np.unique(generated.rating)) <= set(np.arange(1, 11) / 2.0)
+    assert generated.item_idx.max() < generated.n_items
+
+
+def test_generated_genres_are_csr_of_distinct_genres():
+    generated = data.generate(20_000)
+    per_item = np.diff(generated.genre_indptr)
+    assert generated.genre_indptr.shape == (generated.n_items + 1,)
+    assert per_item.min() >= 1
+    assert per_item.max() <= 3
+    for item in range(generated.n_items):
+        row = generated.genre_indices[generated.genre_indptr[item]:generated.genre_indptr[item + 1]]
+        assert np.all(np.diff(row) > 0)
+    assert generated.genre_indices.max() < data.N_GENRES
+
+
+def test_generation_is_repeatable():
+    first = data.generate(5_000, seed=3)
+    second = data.generate(5_000, seed=3)
+    np.testing.assert_array_equal(first.item_idx, second.item_idx)
+    np.testing.assert_array_equal(first.rating, second.rating)
+
+
+def test_write_parquet_keeps_ratings_and_genres(tmp_path):
+    import duckdb
+
+    generated = data.generate(5_000)
+    ratings_path, genres_path = data.write_parquet(generated, tmp_path)
+    con = duckdb.connect()
+    assert con.execute(f"SELECT count(*) FROM '{ratings_path}'").fetchone()[0] == 5_000
+    assert con.execute(f"SELECT count(*) FROM '{genres_path}'").fetchone()[0] == generated.genre_indices.shape[0]
+
+
+def test_percentiles_in_milliseconds():
+    result = flow_stage.percentiles_ms([0.001] * 98 + [0.5, 0.5])
+    assert result["p50_ms"] == 1.0
+    assert result["p99_ms"] == 500.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_bench_report_has_every_section(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_command, "FRESHNESS_SECONDS", 0.5)
+    monkeypatch.setattr(bench_command, "QUERY_CALLS", 50)
+    monkeypatch.setattr(flow_stage, "FRESHNESS_GRACE", 1.0)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    report = bench_command.bench(3_000, work, tmp_path / "kept", ingest_events=300)
+
+    assert {"machine", "data", "als", "retrain", "ingest", "freshness", "query"} <= set(report)
+    assert len(report["als"]) == 4
+    for result in report["als"]:
+        assert {"ratings", "factors", "genres", "seconds_per_epoch", "peak_rss_mb"} <= set(result)
+        assert result["ratings"] == 3_000
+    assert {"ratings", "epochs", "seconds"} <= set(report["retrain"])
+    assert {"events", "events_per_second"} <= set(report["ingest"])
+    assert {"events_per_second", "p50_ms", "p95_ms", "p99_ms"} <= set(report["freshness"])
+    assert {"python_p50_ms", "python_p99_ms", "redis_p50_ms", "redis_p99_ms"} <= set(report["query"])
+    assert (tmp_path / "kept" / "ratings.parquet").is_file()
