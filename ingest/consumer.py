@@ -24,10 +24,9 @@ from collections.abc import Sequence
 
 import redis
 
-from ingest.events import RatingEvent, event_from_entry, stream_id_key
+from ingest.events import stream_id_key, validate_entries
 from ingest.requests import EnqueueRefresh, serve_requests
 from store.database import Database
-from store.errors import InvalidEventError
 from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
 from store.settings import Settings
 
@@ -162,44 +161,38 @@ class IngestConsumer:
         progress = self.database.ingest_progress(self.stream)
         committed_key = stream_id_key(progress[0]) if progress and progress[0] else None
 
-        valid: list[RatingEvent] = []
-        valid_ids: list[str] = []
-        dead: list[tuple[str, dict, str]] = []
+        # Entries at or below the committed id were written before a crash that came ahead of
+        # their acknowledgement; they are only acknowledged, and their users refreshed.
+        fresh: list[Entry] = []
         already_committed: list[str] = []
-        recovered_users: list[str] = []
-
+        recovered: list[Entry] = []
         for stream_id, fields in entries:
             if not fields:
                 # The entry was trimmed from the stream after delivery; nothing is left to apply.
                 log.warning("event missing from stream, acknowledging stream_id=%s", stream_id)
                 already_committed.append(stream_id)
-                continue
-            invalid_reason = ""
-            try:
-                event = event_from_entry(
-                    stream_id, fields, self.settings.rating_min, self.settings.rating_max
-                )
-            except InvalidEventError as exc:
-                invalid_reason = str(exc)
-                event = None
-
-            if committed_key is not None and stream_id_key(stream_id) <= committed_key:
-                # Committed before a crash that came ahead of the acknowledgement.
+            elif committed_key is not None and stream_id_key(stream_id) <= committed_key:
                 already_committed.append(stream_id)
-                if event is not None:
-                    recovered_users.append(event.user_id)
-            elif event is None:
-                dead.append((stream_id, fields, invalid_reason))
+                recovered.append((stream_id, fields))
             else:
-                valid.append(event)
-                valid_ids.append(stream_id)
+                fresh.append((stream_id, fields))
+
+        rating_min, rating_max = self.settings.rating_min, self.settings.rating_max
+        valid, invalid = validate_entries(fresh, rating_min, rating_max)
+        recovered_valid, _ = validate_entries(recovered, rating_min, rating_max)
+        recovered_users = recovered_valid.user_ids
+        dead = [(fresh[position][0], fresh[position][1], reason) for position, reason in invalid]
+        valid_ids = [fresh[position][0] for position in valid.positions]
 
         self._dead_letter(dead)
 
         seq = self.database.current_seq()
         touched: list[str] = []
         if valid:
-            batch = self.database.apply_ratings(valid, stream=self.stream, last_stream_id=valid_ids[-1])
+            batch = self.database.apply_rating_columns(
+                valid.user_ids, valid.item_ids, valid.ratings, valid.timestamps,
+                stream=self.stream, last_stream_id=valid_ids[-1],
+            )
             seq = batch.seq
             touched = batch.user_ids
             self._totals["written"] += batch.written

@@ -150,13 +150,44 @@ class Database:
         """
         if not events:
             return AppliedBatch(self.current_seq(), [], 0, 0, 0, 0, 0)
+        return self.apply_rating_columns(
+            [str(event.user_id) for event in events],
+            [str(event.item_id) for event in events],
+            np.array([event.rating for event in events], dtype=np.float32),
+            np.array([_required_timestamp(event) for event in events], dtype=np.int64),
+            stream=stream,
+            last_stream_id=last_stream_id,
+        )
 
+    def apply_rating_columns(
+        self,
+        user_ids: Sequence[str],
+        item_ids: Sequence[str],
+        ratings: np.ndarray,
+        timestamps: np.ndarray,
+        *,
+        stream: str = EVENTS_STREAM,
+        last_stream_id: str | None = None,
+    ) -> AppliedBatch:
+        """Upsert a batch given as columns (one entry per event, in stream order); see apply_ratings.
+
+        ratings are stars and timestamps seconds since the epoch. The columns must have equal
+        lengths; raises ValueError naming them otherwise.
+        """
+        count = len(user_ids)
+        if not (len(item_ids) == len(ratings) == len(timestamps) == count):
+            raise ValueError(
+                f"user_ids, item_ids, ratings, timestamps: must have equal lengths, got "
+                f"{count}, {len(item_ids)}, {len(ratings)}, {len(timestamps)}"
+            )
+        if count == 0:
+            return AppliedBatch(self.current_seq(), [], 0, 0, 0, 0, 0)
         incoming = {
-            "pos": np.arange(len(events), dtype=np.int64),
-            "user_id": np.array([str(event.user_id) for event in events], dtype=object),
-            "item_id": np.array([str(event.item_id) for event in events], dtype=object),
-            "rating": np.array([event.rating for event in events], dtype=np.float32),
-            "timestamp": np.array([_required_timestamp(event) for event in events], dtype=np.int64),
+            "pos": np.arange(count, dtype=np.int64),
+            "user_id": np.array(user_ids, dtype=object),
+            "item_id": np.array(item_ids, dtype=object),
+            "rating": np.asarray(ratings, dtype=np.float32),
+            "timestamp": np.asarray(timestamps, dtype=np.int64),
         }
 
         self._con.register("incoming_events", incoming)

@@ -189,7 +189,7 @@ def test_crash_before_commit_loses_nothing(settings, redis_client, db, refresh, 
     def crash(*args, **kwargs):
         raise RuntimeError("killed before the commit")
 
-    monkeypatch.setattr(db, "apply_ratings", crash)
+    monkeypatch.setattr(db, "apply_rating_columns", crash)
     with pytest.raises(RuntimeError):
         crashing.process_once()
     monkeypatch.undo()
