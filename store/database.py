@@ -251,48 +251,47 @@ class Database:
             """
         ).fetchall()[0][0]
 
-        # One candidate per (user, item): the newest timestamp, then the later position. Each
-        # candidate is compared with the stored row so only winners reach the upsert, whose
-        # WHERE clause repeats the rule for safety.
-        con.execute(
+        # One candidate per (user, item): the newest timestamp, then the later position. The
+        # upsert's WHERE clause keeps a stored rating that is newer, and RETURNING lists only the
+        # rows it inserted or replaced. Comparing through the primary key's index instead of
+        # joining the batch with the whole ratings table keeps a batch's cost independent of
+        # the table's size.
+        changed = con.execute(
             """
-            CREATE OR REPLACE TEMP TABLE candidate_ratings AS
-            SELECT c.pos, c.user_id, u.user_idx, i.item_idx, c.rating, c.timestamp,
-                   (r.user_idx IS NULL
-                    OR c.timestamp > r.timestamp
-                    OR (c.timestamp = r.timestamp AND $1 > r.updated_seq)) AS wins
+            INSERT INTO ratings (user_idx, item_idx, rating, timestamp, updated_seq)
+            SELECT u.user_idx, i.item_idx, c.rating, c.timestamp, $1
             FROM (SELECT * FROM staged_ratings
                   QUALIFY row_number() OVER (PARTITION BY user_id, item_id
                                              ORDER BY timestamp DESC, pos DESC) = 1) AS c
             JOIN users u ON u.user_id = c.user_id
             JOIN items i ON i.item_id = c.item_id
-            LEFT JOIN ratings r ON r.user_idx = u.user_idx AND r.item_idx = i.item_idx
-            """,
-            [seq],
-        )
-        con.execute(
-            """
-            INSERT INTO ratings (user_idx, item_idx, rating, timestamp, updated_seq)
-            SELECT user_idx, item_idx, rating, timestamp, $1 FROM candidate_ratings WHERE wins
             ON CONFLICT (user_idx, item_idx) DO UPDATE SET
                 rating = excluded.rating,
                 timestamp = excluded.timestamp,
                 updated_seq = excluded.updated_seq
             WHERE excluded.timestamp > ratings.timestamp
                OR (excluded.timestamp = ratings.timestamp AND excluded.updated_seq > ratings.updated_seq)
+            RETURNING user_idx
             """,
             [seq],
-        )
+        ).fetchnumpy()["user_idx"]
 
-        written = con.execute("SELECT count(*) FROM candidate_ratings WHERE wins").fetchall()[0][0]
-        touched = con.execute(
-            """
-            SELECT user_id FROM candidate_ratings WHERE wins
-            GROUP BY user_id ORDER BY min(pos)
-            """
-        ).fetchnumpy()["user_id"]
+        written = int(changed.shape[0])
+        touched: list[str] = []
+        if written:
+            con.register("changed_users", {"user_idx": np.unique(changed)})
+            try:
+                touched = con.execute(
+                    """
+                    SELECT s.user_id FROM staged_ratings s
+                    JOIN users u ON u.user_id = s.user_id
+                    WHERE u.user_idx IN (SELECT user_idx FROM changed_users)
+                    GROUP BY s.user_id ORDER BY min(s.pos)
+                    """
+                ).fetchnumpy()["user_id"].tolist()
+            finally:
+                con.unregister("changed_users")
         con.execute("DROP TABLE staged_ratings")
-        con.execute("DROP TABLE candidate_ratings")
 
         return AppliedBatch(
             seq=seq,
