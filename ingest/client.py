@@ -62,18 +62,67 @@ class RatingClient:
 
         Nothing is sent when any event is invalid.
         """
-        validated = [self._validate(event) for event in events]
+        validated = [self._fields(event) for event in events]
         stream_ids: list[str] = []
         for start in range(0, len(validated), PUSH_CHUNK):
             with self.connection.pipeline(transaction=False) as pipe:
-                for event in validated[start : start + PUSH_CHUNK]:
-                    pipe.xadd(self.stream, event.to_fields())
+                for fields in validated[start : start + PUSH_CHUNK]:
+                    pipe.xadd(self.stream, fields)
                 stream_ids.extend(_text(stream_id) for stream_id in pipe.execute())
         return stream_ids
+
+    def _fields(self, event: RatingEvent | Mapping[str, Any]) -> dict[str, str]:
+        """Return the stream fields of a valid event, or raise InvalidEventError.
+
+        An event of plain Python values (string or integer ids, a float or integer rating, an
+        integer timestamp) is checked directly; anything else goes through the full model, so
+        the error message is the same either way.
+        """
+        if isinstance(event, RatingEvent):
+            return event.to_fields()
+        fields = _plain_fields(event, self.rating_min, self.rating_max)
+        if fields is not None:
+            return fields
+        return self._validate(event).to_fields()
 
     def _validate(self, event: RatingEvent | Mapping[str, Any]) -> RatingEvent:
         data = event.model_dump() if isinstance(event, RatingEvent) else event
         return validate_event(data, self.rating_min, self.rating_max)
+
+
+def _plain_fields(
+    event: Mapping[str, Any], rating_min: float, rating_max: float
+) -> dict[str, str] | None:
+    """Return the stream fields of a plainly valid event, or None to leave it to the full model."""
+    user_id = _plain_id(event.get("user_id"))
+    item_id = _plain_id(event.get("item_id"))
+    rating = event.get("rating")
+    if user_id is None or item_id is None or type(rating) not in (float, int):
+        return None
+    rating = float(rating)
+    if not rating_min <= rating <= rating_max:
+        return None
+    fields = {"user_id": user_id, "item_id": item_id, "rating": repr(rating)}
+    timestamp = event.get("timestamp")
+    if timestamp is not None:
+        if type(timestamp) is not int or timestamp < 0:
+            return None
+        fields["timestamp"] = str(timestamp)
+    event_id = event.get("event_id")
+    if event_id is not None:
+        if type(event_id) is not str:
+            return None
+        fields["event_id"] = event_id
+    return fields
+
+
+def _plain_id(value: Any) -> str | None:
+    """Return a valid id as text when it is a non-blank str or an int, else None."""
+    if type(value) is str:
+        return value if value.strip() else None
+    if type(value) is int:
+        return str(value)
+    return None
 
 
 def _text(value: bytes | str) -> str:
