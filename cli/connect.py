@@ -31,7 +31,7 @@ def connect_redis(settings: Settings) -> redis.Redis:
         client.ping()
     except redis.ConnectionError as exc:
         raise SystemExit(
-            f"error: Redis not reachable at {url}: {exc}. "
+            f"error: Redis not reachable at {url}: {str(exc).rstrip('.')}. "
             "Start Redis or set REDIS_URL to a reachable server."
         ) from exc
     return client

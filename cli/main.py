@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from cli import bench_command
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         return args.handler(args, settings_from(args)) or 0
-    except StreamrecError as exc:
+    except (StreamrecError, ValueError) as exc:
+        # Invalid options and data come back as one line; -v shows where they were raised.
+        if args.verbose:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

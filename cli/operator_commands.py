@@ -7,6 +7,7 @@ import json
 import logging
 import time
 
+from rq import Worker
 from rq.job import JobStatus
 
 import als
@@ -17,6 +18,7 @@ from store.errors import SnapshotNotFoundError, StreamrecError
 from store.settings import Settings
 from store.snapshots import SnapshotStore
 from worker.queues import enqueue_retrain, refresh_queue, retrain_queue
+from worker.retrain import finish_publication
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,10 @@ def add_parsers(subparsers) -> None:
     snapshots = subparsers.add_parser("snapshots", help="list, roll back or prune snapshot versions")
     actions = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="list the versions").set_defaults(handler=run_snapshots_list)
-    rollback = actions.add_parser("rollback", help="make an older version current")
+    rollback = actions.add_parser(
+        "rollback",
+        help="publish an older version's model again as the next version and rewrite the lists",
+    )
     rollback.add_argument("version", type=int)
     rollback.set_defaults(handler=run_snapshots_rollback)
     prune = actions.add_parser("prune", help="delete all but the newest versions")
@@ -89,32 +94,67 @@ def run_retrain_command(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def status_report(settings: Settings) -> dict:
-    store = SnapshotStore(settings.snapshots_dir)
-    report: dict = {"data_dir": str(settings.data_dir), "current_version": store.current_version(),
-                    "versions": store.versions()}
-    connection = connect_redis(settings)
-    report["events_stream_length"] = connection.xlen(keys.EVENTS_STREAM) if connection.exists(keys.EVENTS_STREAM) else 0
-    report["dead_letter_length"] = connection.xlen(keys.DEAD_LETTER_STREAM) if connection.exists(keys.DEAD_LETTER_STREAM) else 0
-    try:
-        groups = connection.xinfo_groups(keys.EVENTS_STREAM)
-        report["ingest_groups"] = [
-            {"name": g["name"].decode(), "pending": g["pending"], "lag": g.get("lag")} for g in groups
+def stream_report(connection) -> dict:
+    """Stream lengths, and per consumer group its lag and each consumer's idle time."""
+    report: dict = {}
+    for name, key in (("events_stream_length", keys.EVENTS_STREAM), ("dead_letter_length", keys.DEAD_LETTER_STREAM)):
+        report[name] = connection.xlen(key) if connection.exists(key) else 0
+    groups = []
+    if connection.exists(keys.EVENTS_STREAM):
+        for group in connection.xinfo_groups(keys.EVENTS_STREAM):
+            name = group["name"].decode()
+            consumers = [
+                {"name": c["name"].decode(), "pending": c["pending"], "idle_seconds": round(c["idle"] / 1000, 1)}
+                for c in connection.xinfo_consumers(keys.EVENTS_STREAM, name)
+            ]
+            groups.append({"name": name, "pending": group["pending"], "lag": group.get("lag"),
+                           "consumers": consumers})
+    report["ingest_groups"] = groups
+    return report
+
+
+def queue_report(connection) -> dict:
+    """Per queue: queued, running (with progress and whether its worker is alive), failed, finished."""
+    workers = {worker.name: worker for worker in Worker.all(connection=connection)}
+    report: dict = {
+        "workers": [
+            {"name": name, "queues": worker.queue_names(), "state": str(worker.get_state()),
+             "last_heartbeat": str(worker.last_heartbeat)}
+            for name, worker in workers.items()
         ]
-    except Exception:  # the stream does not exist before the first event
-        report["ingest_groups"] = []
+    }
     for queue in (refresh_queue(connection), retrain_queue(connection)):
-        jobs = []
+        running = []
         for job_id in queue.started_job_registry.get_job_ids():
             job = queue.fetch_job(job_id)
-            if job is not None:
-                jobs.append({"id": job.id, "progress": job.get_meta().get("progress")})
+            if job is None:
+                continue
+            # A job whose worker no longer exists was abandoned; RQ retries or fails it during
+            # a later maintenance pass.
+            running.append({"id": job.id, "progress": job.get_meta().get("progress"),
+                            "worker": job.worker_name, "worker_alive": job.worker_name in workers})
         report[queue.name] = {
             "queued": queue.count,
-            "started": jobs,
+            "started": running,
             "failed": queue.failed_job_registry.count,
             "finished": queue.finished_job_registry.count,
         }
+    return report
+
+
+def status_report(settings: Settings) -> dict:
+    store = SnapshotStore(settings.snapshots_dir)
+    connection = connect_redis(settings)
+    report: dict = {
+        "data_dir": str(settings.data_dir),
+        "current_version": store.current_version(),
+        "versions": store.versions(),
+        "lists_written_for_version": connection.get(keys.SNAPSHOT_LISTS_WRITTEN),
+    }
+    if report["lists_written_for_version"] is not None:
+        report["lists_written_for_version"] = int(report["lists_written_for_version"])
+    report.update(stream_report(connection))
+    report.update(queue_report(connection))
     return report
 
 
@@ -143,8 +183,13 @@ def run_snapshots_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_snapshots_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    SnapshotStore(settings.snapshots_dir).rollback(args.version)
-    print(f"current version is now {args.version}")
+    """Publish the model of an older version again, as the next version, and rewrite the lists."""
+    store = SnapshotStore(settings.snapshots_dir)
+    version = store.restore(args.version)
+    print(f"version {args.version} published again as version {version}")
+    connection = connect_redis(settings)
+    written = finish_publication(settings, connection, version)
+    print(f"wrote {written} user lists; refold of newer ratings requested")
     return 0
 
 
@@ -156,7 +201,9 @@ def run_snapshots_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_push(args: argparse.Namespace, settings: Settings) -> int:
-    client = RatingClient(connect_redis(settings))
+    client = RatingClient(
+        connect_redis(settings), rating_min=settings.rating_min, rating_max=settings.rating_max
+    )
     stream_id = client.push(args.user_id, args.item_id, args.rating, timestamp=args.timestamp)
     print(stream_id)
     return 0

@@ -5,6 +5,8 @@ DEAD_LETTER_STREAM = "streamrec:events:dead"
 INGEST_GROUP = "streamrec-ingest"
 EXPORT_REQUESTS = "streamrec:export:requests"
 SNAPSHOT_CURRENT = "streamrec:snapshot:current"
+# The version whose lists were all written after it was published; lags CURRENT while that runs.
+SNAPSHOT_LISTS_WRITTEN = "streamrec:snapshot:lists-written"
 
 # RQ queue names. Refreshes get their own queue so a long retrain never delays them.
 REFRESH_QUEUE = "streamrec-refresh"

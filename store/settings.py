@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     def absolute_data_dir(cls, value: Path) -> Path:
         """Resolve the directory now, so child processes started elsewhere use the same one."""
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def rating_scale_ordered(self) -> "Settings":
+        if not self.rating_min < self.rating_max:
+            raise ValueError(
+                f"rating_min: must be below rating_max, got {self.rating_min} and {self.rating_max}"
+            )
+        return self
 
     @property
     def database_path(self) -> Path:

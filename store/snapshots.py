@@ -14,6 +14,7 @@ Published versions are never modified.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -306,6 +307,35 @@ class SnapshotStore:
             previous = self.current_version()
             self._write_current(version)
         log.info("snapshot rolled back from=%s to=%d", previous, version)
+
+    def manifest(self, version: int) -> dict[str, Any]:
+        """Return the parsed manifest.json of a published version, without opening its arrays."""
+        path = self.version_path(version) / MANIFEST_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SnapshotNotFoundError(
+                f"version: snapshot {version} not found in {self.snapshots_dir}, "
+                f"published versions are {self.versions()}"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise SnapshotError(f"{path}: invalid JSON: {exc}") from None
+
+    def restore(self, version: int) -> int:
+        """Publish the model of an older version again, as the next version number.
+
+        Versions only ever increase, so a refolded user state written against the version that
+        is being replaced still counts as older than the restored model. The new manifest
+        records `restored_from`. Returns the new version.
+        """
+        old = self.open(version, verify=True)
+        data = SnapshotData(
+            **{f.name: getattr(old, f.name) for f in dataclasses.fields(SnapshotData)}
+        )
+        data.metrics = {**old.metrics, "restored_from": version}
+        new_version = self.publish(data)
+        log.info("snapshot restored from=%d version=%d", version, new_version)
+        return new_version
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the `keep` newest versions and any leftover temporary directories.

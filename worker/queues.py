@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from store import keys
@@ -24,6 +24,11 @@ REFRESH_TIMEOUT_SECONDS = 120
 RETRAIN_TIMEOUT_SECONDS = 4 * 3600
 # Seconds RQ keeps a finished job's result and metadata, so `streamrec status` can show them.
 RESULT_TTL_SECONDS = 24 * 3600
+
+# Times RQ runs a failed job again, including a job abandoned by a worker that died. RQ finds
+# abandoned jobs during worker maintenance, so such a retry can come minutes later.
+REFRESH_RETRIES = 3
+RETRAIN_RETRIES = 1
 
 REFRESH_JOB = "worker.refresh.refresh_users_job"
 RETRAIN_JOB = "worker.retrain.retrain_job"
@@ -75,7 +80,8 @@ class RefreshEnqueuer:
             return
         payload = refresh_payload(user_ratings, seq)
         job = self._queue.enqueue(
-            REFRESH_JOB, payload, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS
+            REFRESH_JOB, payload, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS,
+            retry=Retry(max=REFRESH_RETRIES),
         )
         log.debug("refresh enqueued job=%s users=%d seq=%d", job.id, len(user_ratings), seq)
 
@@ -89,6 +95,7 @@ def enqueue_retrain(
         {"overrides": overrides or {}, "reason": reason},
         result_ttl=RESULT_TTL_SECONDS,
         failure_ttl=RESULT_TTL_SECONDS,
+        retry=Retry(max=RETRAIN_RETRIES),
     )
     log.info("retrain enqueued job=%s reason=%s", job.id, reason)
     return job

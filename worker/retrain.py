@@ -124,6 +124,42 @@ def write_all_lists(
     return written
 
 
+def finish_publication(
+    settings: Settings, connection: redis.Redis, version: int, progress: Progress | None = None
+) -> int:
+    """Announce a published version in Redis, request the refold, then rewrite every list.
+
+    The refold goes first: refreshes it causes carry a later seq than the version's watermark,
+    so the guarded list writes below never overwrite them. Every step may be repeated, which is
+    how a worker that died after publishing finishes the job on restart. Returns the number of
+    user states written.
+    """
+    progress = progress or (lambda stage, fields: None)
+    snapshot = SnapshotStore(settings.snapshots_dir).open(version)
+    connection.set(keys.SNAPSHOT_CURRENT, version)
+    request_refold(connection, snapshot.watermark)
+    written = write_all_lists(connection, settings, version, progress)
+    connection.set(keys.SNAPSHOT_LISTS_WRITTEN, version)
+    log.info("publication finished version=%d users_written=%d", version, written)
+    return written
+
+
+def resume_publication(settings: Settings, connection: redis.Redis) -> int | None:
+    """Finish the Redis side of the current version when an earlier worker died before it did.
+
+    Returns the version finished, or None when there was nothing to do.
+    """
+    current = SnapshotStore(settings.snapshots_dir).current_version()
+    if current is None:
+        return None
+    finished = connection.get(keys.SNAPSHOT_LISTS_WRITTEN)
+    if finished is not None and int(finished) == current:
+        return None
+    log.warning("publication unfinished, resuming version=%d lists_written_for=%s", current, finished)
+    finish_publication(settings, connection, current)
+    return current
+
+
 def run_retrain(
     settings: Settings,
     connection: redis.Redis | None,
@@ -163,10 +199,8 @@ def run_retrain(
     written = 0
     if connection is not None:
         started = time.perf_counter()
-        connection.set(keys.SNAPSHOT_CURRENT, version)
-        written = write_all_lists(connection, settings, version, progress)
+        written = finish_publication(settings, connection, version, progress)
         timings["lists_seconds"] = time.perf_counter() - started
-        request_refold(connection, data.watermark)
 
     log.info(
         "retrain finished version=%d ratings=%d users=%d items=%d watermark=%d %s",

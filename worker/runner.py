@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 from store.settings import Settings
 from worker.context import configure
 from worker.queues import enqueue_retrain, refresh_queue, retrain_queue
+from worker.retrain import resume_publication
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
 
     configure(settings)
     warm_up_kernels()
+    if "retrain" in queue_names:
+        resume_publication(settings, connection)
     periodic = None
     if settings.retrain_interval_seconds > 0 and "retrain" in queue_names:
         periodic = PeriodicRetrain(connection, settings.retrain_interval_seconds)

@@ -25,3 +25,8 @@ def test_invalid_setting_names_field(monkeypatch):
     monkeypatch.setenv("STREAMREC_TOP_N", "0")
     with pytest.raises(ValidationError, match="top_n"):
         Settings()
+
+
+def test_rating_scale_must_be_ordered():
+    with pytest.raises(ValidationError, match="rating_min: must be below rating_max"):
+        Settings(rating_min=5.0, rating_max=1.0)
