@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 
 import als
@@ -67,7 +68,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         ))
 
     if args.json:
-        print(json.dumps(result, indent=2, default=_json_number))
+        print(json.dumps(_plain_json(result), indent=2))
         return 0
     for key in ("rmse", "rmse_known", "mae", "rmse_cold_items", "recall_at_10", "ndcg_at_10", "coverage_at_10"):
         print(f"{key:16} {result[key]:.4f}")
@@ -89,10 +90,16 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _json_number(value: object) -> object:
-    """Turn numpy scalars into plain numbers for json.dumps."""
+def _plain_json(value: object) -> object:
+    """Return value with numpy scalars as Python numbers and NaN as None, which JSON lacks."""
+    if isinstance(value, dict):
+        return {key: _plain_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(item) for item in value]
     if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 

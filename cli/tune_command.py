@@ -39,7 +39,7 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--support-weights", type=_float_list, default=None, help="comma-separated list")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model")
     parser.add_argument("--rmse-tolerance", type=float, default=0.005, help="allowed RMSE above the best")
-    parser.add_argument("--min-visitor-jaccard", type=float, default=0.3,
+    parser.add_argument("--min-visitor-jaccard", type=float, default=tune.MIN_VISITOR_JACCARD,
                         help="lowest mean genre Jaccard of one-rating visitors' lists")
     parser.add_argument("--plot", type=Path, default=None, help="write an SVG plot of NDCG@10 against RMSE")
     parser.add_argument("--json", action="store_true", help="print the rows and the choice as JSON")

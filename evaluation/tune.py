@@ -54,6 +54,12 @@ DEFAULT_SUPPORT_WEIGHTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 # Items a one-rating visitor is simulated for: the most-rated ones that have genres.
 VISITOR_ITEMS = 20
 
+# Lowest mean genre Jaccard similarity of one-rating visitors' lists that choose accepts. On
+# ml-latest-small, rows at or above 0.42 gave a visitor who rated only Toy Story five stars a
+# list of mostly children's and animated films; rows near 0.25 gave the same popular dramas to
+# every visitor. Other catalogues, with other genre vocabularies, may need another value.
+MIN_VISITOR_JACCARD = 0.42
+
 
 @dataclass(frozen=True)
 class TuneRow:
@@ -146,7 +152,9 @@ def search(
     return rows
 
 
-def choose(rows: Sequence[TuneRow], rmse_tolerance: float = 0.005, min_visitor_jaccard: float = 0.3) -> TuneRow:
+def choose(
+    rows: Sequence[TuneRow], rmse_tolerance: float = 0.005, min_visitor_jaccard: float = MIN_VISITOR_JACCARD
+) -> TuneRow:
     """Return the row with the best ndcg_at_10 among those close to the best rmse with coherent visitors.
 
     Falls back to ignoring min_visitor_jaccard when no row within the rmse tolerance meets it.
