@@ -56,8 +56,9 @@ def build_rating_matrix(
     """
     n_users = check_dimension("n_users", n_users)
     n_items = check_dimension("n_items", n_items)
-    users = check_index_array("user_idx", user_idx, n_users)
-    items = check_index_array("item_idx", item_idx, n_items)
+    # int32 indices: at 32M ratings each int64 copy would cost another 256 MB of peak memory.
+    users = check_index_array("user_idx", user_idx, n_users, np.int32)
+    items = check_index_array("item_idx", item_idx, n_items, np.int32)
     raw_values = np.asarray(rating)
     if raw_values.ndim != 1:
         raise ValueError(f"rating: must be 1-D, got shape {raw_values.shape}")
@@ -78,7 +79,7 @@ def build_rating_matrix(
     user_indptr, by_user = _group_by_key(users, n_users, by_item)
     item_indptr, by_item = _group_by_key(items, n_items, by_user)
 
-    user_items = items[by_user].astype(np.int32)
+    user_items = items[by_user]
     duplicate = _first_duplicate(user_indptr, user_items)
     if duplicate >= 0:
         position = int(by_user[duplicate])
@@ -93,7 +94,7 @@ def build_rating_matrix(
         user_items=user_items,
         user_ratings=np.ascontiguousarray(values[by_user]),
         item_indptr=item_indptr,
-        item_users=users[by_item].astype(np.int32),
+        item_users=users[by_item],
         item_ratings=np.ascontiguousarray(values[by_item]),
     )
 
@@ -107,22 +108,25 @@ def check_dimension(name: str, value: object) -> int:
     return int(value)
 
 
-def check_index_array(name: str, values: np.ndarray, size: int) -> np.ndarray:
-    """Return values as int64, or raise ValueError unless they are 1-D integers in [0, size)."""
+def check_index_array(name: str, values: np.ndarray, size: int, dtype: type = np.int64) -> np.ndarray:
+    """Return values as `dtype`, or raise ValueError unless they are 1-D integers in [0, size).
+
+    int32 is safe for any size up to MAX_INDEX; it halves the memory of index arrays.
+    """
     array = np.asarray(values)
     if array.ndim != 1:
         raise ValueError(f"{name}: must be 1-D, got shape {array.shape}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"{name}: must hold integers, got dtype {array.dtype}")
-    array = array.astype(np.int64)
     if array.size:
+        # Checked before the conversion, which could wrap large values into range.
         low = int(array.min())
         high = int(array.max())
         if low < 0:
             raise ValueError(f"{name}: must be in [0, {size}), got {low}")
         if high >= size:
             raise ValueError(f"{name}: must be in [0, {size}), got {high}")
-    return array
+    return array.astype(dtype, copy=False)
 
 
 @njit(cache=True, nogil=True)
