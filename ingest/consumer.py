@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import redis
 
-from ingest.events import stream_id_key, validate_entries
+from ingest.events import EventColumns, stream_id_key, validate_entries
 from ingest.requests import EnqueueRefresh, serve_requests
-from store.database import Database
+from store.database import AppliedBatch, Database
 from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
 from store.settings import Settings
 
@@ -189,22 +189,18 @@ class IngestConsumer:
         seq = self.database.current_seq()
         touched: list[str] = []
         if valid:
-            batch = self.database.apply_rating_columns(
-                valid.user_ids, valid.item_ids, valid.ratings, valid.timestamps,
-                stream=self.stream, last_stream_id=valid_ids[-1],
-            )
-            seq = batch.seq
-            touched = batch.user_ids
-            self._totals["written"] += batch.written
-            log.debug(
-                "batch committed seq=%d events=%d written=%d stale=%d new_users=%d new_items=%d",
-                batch.seq,
-                batch.received,
-                batch.written,
-                batch.stale,
-                batch.new_users,
-                batch.new_items,
-            )
+            try:
+                batches = [self._apply(valid, valid_ids)]
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:
+                batches, rejected = self._apply_one_by_one(valid, valid_ids, fresh, exc)
+                valid_ids = [stream_id for stream_id in valid_ids if stream_id not in rejected]
+                dead.extend(rejected.values())
+            for batch in batches:
+                seq = batch.seq
+                touched.extend(batch.user_ids)
+                self._totals["written"] += batch.written
         if already_committed:
             log.info(
                 "committed entries acknowledged after restart entries=%d users=%d",
@@ -220,6 +216,49 @@ class IngestConsumer:
         self._totals["events"] += len(entries)
         self._totals["dead"] += len(dead)
         self._totals["batches"] += 1
+
+    def _apply(self, columns: EventColumns, stream_ids: list[str]) -> AppliedBatch:
+        batch = self.database.apply_rating_columns(
+            columns.user_ids, columns.item_ids, columns.ratings, columns.timestamps,
+            stream=self.stream, last_stream_id=stream_ids[-1],
+        )
+        log.debug(
+            "batch committed seq=%d events=%d written=%d stale=%d new_users=%d new_items=%d",
+            batch.seq, batch.received, batch.written, batch.stale, batch.new_users, batch.new_items,
+        )
+        return batch
+
+    def _apply_one_by_one(
+        self, valid: EventColumns, valid_ids: list[str], fresh: Sequence[Entry], error: Exception
+    ) -> tuple[list[AppliedBatch], dict[str, tuple[str, dict, str]]]:
+        """Apply a batch the database rejected event by event, and dead-letter the events it rejects.
+
+        Validation should keep such events out, so this is a backstop: one event the database
+        cannot take must not block every event behind it. When every event fails, the database
+        itself is at fault, and the original error is raised with nothing acknowledged.
+        """
+        log.warning("batch rejected by database, applying events one by one events=%d error=%s",
+                    len(valid), error)
+        batches: list[AppliedBatch] = []
+        rejected: dict[str, tuple[str, dict, str]] = {}
+        for row, stream_id in enumerate(valid_ids):
+            single = EventColumns()
+            single.positions.append(valid.positions[row])
+            single.user_ids.append(valid.user_ids[row])
+            single.item_ids.append(valid.item_ids[row])
+            single.ratings.append(valid.ratings[row])
+            single.timestamps.append(valid.timestamps[row])
+            try:
+                batches.append(self._apply(single, [stream_id]))
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:
+                fields = fresh[valid.positions[row]][1]
+                rejected[stream_id] = (stream_id, fields, f"database rejected the event: {exc}")
+        if not batches:
+            raise error
+        self._dead_letter(list(rejected.values()))
+        return batches, rejected
 
     def _dead_letter(self, dead: Sequence[tuple[str, dict, str]]) -> None:
         """Copy invalid entries to the dead-letter stream and acknowledge them, atomically."""

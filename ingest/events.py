@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +15,12 @@ from store.errors import InvalidEventError
 
 DEFAULT_RATING_MIN = 0.5
 DEFAULT_RATING_MAX = 5.0
+# Longest user_id, item_id or event_id in characters; snapshots store ids in fixed-width
+# arrays, so one huge id would widen every row.
+MAX_ID_LENGTH = 256
+# Seconds a timestamp may lie ahead of this machine's clock. A rating from the far future would
+# win every later update of the same user and item, since the newer timestamp wins.
+MAX_FUTURE_SECONDS = 86_400
 
 
 class RatingEvent(BaseModel):
@@ -37,14 +45,14 @@ class RatingEvent(BaseModel):
         if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
             raise ValueError("must be a string or an integer")
         text = str(value) if isinstance(value, str) else str(int(value))
-        if not text.strip():
-            raise ValueError("must not be empty")
-        return text
+        return _check_id_text(text)
 
     @field_validator("rating", mode="before")
     @classmethod
     def _check_rating(cls, value: Any, info: ValidationInfo) -> float:
         if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+            raise ValueError("must be a number")
+        if isinstance(value, str) and "_" in value:
             raise ValueError("must be a number")
         try:
             rating = float(value)
@@ -80,6 +88,10 @@ class RatingEvent(BaseModel):
             raise ValueError("must be an integer (seconds since the epoch)")
         if value < 0:
             raise ValueError("must be >= 0 (seconds since the epoch)")
+        if value > time.time() + MAX_FUTURE_SECONDS:
+            raise ValueError(
+                f"must not be more than {MAX_FUTURE_SECONDS} s ahead of the clock (seconds since the epoch)"
+            )
         return value
 
     @field_validator("event_id", mode="before")
@@ -89,7 +101,7 @@ class RatingEvent(BaseModel):
             return None
         if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
             raise ValueError("must be a string or an integer")
-        return str(value) if isinstance(value, str) else str(int(value))
+        return _check_id_text(str(value) if isinstance(value, str) else str(int(value)))
 
     def to_fields(self) -> dict[str, str]:
         """Return the stream entry fields of this event; absent optional fields are left out."""
@@ -99,6 +111,19 @@ class RatingEvent(BaseModel):
         if self.event_id is not None:
             fields["event_id"] = self.event_id
         return fields
+
+
+def _check_id_text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"must be at most {MAX_ID_LENGTH} characters long ({len(text)} given)")
+    for char in text:
+        # Control characters (NUL among them) do not survive numpy's string arrays, and lone
+        # surrogates cannot be encoded for Redis.
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(f"must not contain control characters or surrogates, found {char!r}")
+    return text
 
 
 def validate_event(
@@ -180,8 +205,9 @@ def _decode(value: bytes | str, field: str) -> str:
 def _show(value: Any) -> str:
     """Render a rejected value: plain for ordinary text and numbers, quoted when blank or padded."""
     if isinstance(value, str):
-        if value and value == value.strip():
+        if value and value == value.strip() and value.isprintable():
             return value[:80]
+        # repr escapes control characters and lone surrogates, which logs and Redis cannot take.
         return repr(value[:80])
     return repr(value)[:80]
 
@@ -260,9 +286,19 @@ def _quick_fields(
         return None
     if not (rating_min <= rating <= rating_max) or not user_id.strip() or not item_id.strip():
         return None
+    if b"_" in fields[b"rating"]:
+        return None  # float() reads "4_0" as 40; the full model rejects it with its reason
+    # isprintable() is False for every control character; the full model decides the rest.
+    if len(user_id) > MAX_ID_LENGTH or len(item_id) > MAX_ID_LENGTH:
+        return None
+    if not user_id.isprintable() or not item_id.isprintable():
+        return None
     raw_timestamp = fields.get(b"timestamp")
     if raw_timestamp is None:
         return user_id, item_id, rating, None
     if not raw_timestamp.isdigit():
         return None
-    return user_id, item_id, rating, int(raw_timestamp)
+    timestamp = int(raw_timestamp)
+    if timestamp > time.time() + MAX_FUTURE_SECONDS:
+        return None
+    return user_id, item_id, rating, timestamp

@@ -62,7 +62,7 @@ def test_pushed_rating_changes_list_within_2_seconds(cluster, redis_client):
     item_id = top_item(redis_client, user_id)
 
     pushed_at = time.monotonic()
-    client.push(user_id, item_id, 5.0, timestamp=2_000_000_000)
+    client.push(user_id, item_id, 5.0, timestamp=int(time.time()))
     wait_for(
         lambda: redis_client.zscore(keys.recs_key(user_id), item_id) is None,
         2.0, f"item {item_id} left user {user_id}'s list once rated", processes,
