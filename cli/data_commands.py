@@ -32,6 +32,10 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
         result = load_movielens(database, args.directory)
         counts = database.counts()
     log.info("movielens loaded dir=%s seconds=%.2f", args.directory, time.perf_counter() - started)
-    print(f"loaded {args.directory}: {result}")
-    print(f"database {settings.database_path}: {counts}")
+    print(f"read {result.ratings_read:,} ratings and {result.movies_read:,} movies from {args.directory}")
+    print(f"stored {result.ratings_written:,} ratings ({result.ratings_stale:,} already stored as new or newer), "
+          f"{result.new_users:,} new users, {result.new_items:,} new items "
+          f"({result.items_without_movie:,} named only by ratings)")
+    print(f"database {settings.database_path}: {counts.users:,} users, {counts.items:,} items, "
+          f"{counts.ratings:,} ratings")
     return 0

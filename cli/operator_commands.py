@@ -79,11 +79,13 @@ def run_retrain_command(args: argparse.Namespace, settings: Settings) -> int:
         status = job.get_status(refresh=True)
         progress = job.get_meta(refresh=True).get("progress")
         if progress != last_progress and progress:
-            print(f"  {json.dumps(progress)}")
+            details = " ".join(f"{key}={value}" for key, value in progress.items() if key != "stage")
+            print(f"  {progress.get('stage', '')} {details}".rstrip())
             last_progress = progress
         if status == JobStatus.FINISHED:
             result = job.return_value()
-            print(f"published version {result['version']}: {json.dumps(result)}")
+            print(f"published version {result['version']}: {result['ratings']:,} ratings, "
+                  f"train RMSE {result['train_rmse']:.4f}, {result['train_seconds']:.1f} s training")
             return 0
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             raise StreamrecError(f"retrain job {job.id} {status.value}; see the worker's log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from api.recommender import Recommendation, Recommender
 from cli.connect import DEFAULT_REDIS_URL
@@ -77,8 +78,14 @@ def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
     recommender = open_recommender(settings)
     if args.user_id:
         items = recommender.recommend(args.user_id, n=args.n, genres=args.genre)
+        if not items.personalised:
+            print(f"note: user {args.user_id} not found in version {items.version} or Redis; "
+                  "showing the non-personalised ranking", file=sys.stderr)
     else:
         items = recommender.recommend_for_ratings(parse_rate(args.rate), n=args.n, genres=args.genre)
+        if items.ignored_item_ids:
+            print(f"note: items not in version {items.version}, ignored: "
+                  f"{', '.join(items.ignored_item_ids)}", file=sys.stderr)
     print_items(items, args.json)
     return 0
 
