@@ -75,6 +75,20 @@ class ALSConfig:
         """Return the fields as a plain dict (JSON-serialisable)."""
         return asdict(self)
 
+    @classmethod
+    def from_stored(cls, values: dict) -> ALSConfig:
+        """Build the config a stored model (a snapshot's hyperparameters) was trained with.
+
+        A field missing from `values` because it was added after the model was stored takes
+        the value that reproduces the older model (see FIELDS_ADDED_LATER), not today's default.
+        """
+        return cls(**{**FIELDS_ADDED_LATER, **values})
+
+
+# Fields added after snapshots were first published, with the value that matches how an older
+# snapshot was trained and ranked: no count scaling of the penalty and no support term.
+FIELDS_ADDED_LATER = {"reg_count_exponent": 0.0, "support_weight": 0.0}
+
 
 def _require_int(name: str, value: object, *, minimum: int) -> int:
     # bool is a subclass of int, but True as a factor count is a mistake.

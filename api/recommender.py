@@ -360,7 +360,7 @@ def _load(store: SnapshotStore, version: int | None) -> _Served:
         item_bias=snapshot.item_bias,
         genre_factors=snapshot.genre_factors,
     )
-    config = als.ALSConfig(**snapshot.hyperparameters)
+    config = als.ALSConfig.from_stored(snapshot.hyperparameters)
 
     n_items, n_genres = len(snapshot.item_ids), len(snapshot.genre_names)
     item_genre_matrix = np.zeros((n_items, n_genres), dtype=bool)

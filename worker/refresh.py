@@ -31,7 +31,7 @@ def model_of(snapshot: Snapshot) -> tuple[als.ALSModel, als.ALSConfig]:
         item_bias=snapshot.item_bias,
         genre_factors=snapshot.genre_factors,
     )
-    return model, als.ALSConfig(**snapshot.hyperparameters)
+    return model, als.ALSConfig.from_stored(snapshot.hyperparameters)
 
 
 @dataclass(frozen=True)

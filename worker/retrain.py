@@ -101,7 +101,7 @@ def write_all_lists(
 ) -> int:
     """Write every snapshot user's factors and top-N list, guarded by (version, watermark)."""
     snapshot = SnapshotStore(settings.snapshots_dir).open(version)
-    support_weight = als.ALSConfig(**snapshot.hyperparameters).support_weight
+    support_weight = als.ALSConfig.from_stored(snapshot.hyperparameters).support_weight
     n_users = len(snapshot.user_ids)
     written = 0
     for start in range(0, n_users, USERS_PER_WRITE):

@@ -88,7 +88,7 @@ def test_count_scaled_foldin_matches_user_half_step(movielens):
 def test_count_weights_floor_at_one_rating():
     config = als.ALSConfig(reg_count_exponent=0.5)
     np.testing.assert_allclose(count_weights(np.array([0, 1, 4, 9]), config), [1.0, 1.0, 2.0, 3.0])
-    np.testing.assert_allclose(count_weights(np.array([0, 9]), als.ALSConfig()), [1.0, 1.0])
+    np.testing.assert_allclose(count_weights(np.array([0, 9]), als.ALSConfig(reg_count_exponent=0)), [1.0, 1.0])
 
 
 def test_count_scaled_loss_hand_computed():
@@ -114,3 +114,13 @@ def test_config_rejects_negative_count_exponent():
         als.ALSConfig(reg_count_exponent=-1)
     with pytest.raises(ValueError, match="support_weight: must be >= 0 and finite, got -0.5"):
         als.ALSConfig(support_weight=-0.5)
+
+
+def test_config_from_stored_keeps_older_models_unscaled():
+    stored = {"factors": 4, "reg_factors": 11.0, "reg_bias": 3.0, "reg_genre": 5.0, "epochs": 30}
+    config = als.ALSConfig.from_stored(stored)
+    assert config.reg_count_exponent == 0.0
+    assert config.support_weight == 0.0
+    assert config.reg_factors == 11.0
+    current = als.ALSConfig(support_weight=0.3, reg_count_exponent=0.75)
+    assert als.ALSConfig.from_stored(current.to_dict()) == current

@@ -301,7 +301,7 @@ def test_fold_in_matches_numpy_reference(recommender: Recommender) -> None:
         item_bias=data.item_bias,
         genre_factors=data.genre_factors,
     )
-    config = als.ALSConfig(**data.hyperparameters)
+    config = als.ALSConfig.from_stored(data.hyperparameters)
 
     bias, factors = als.fold_in(np.array([0, 3]), np.array([5.0, 1.0]), model, config)
     expected_bias, expected_factors = _numpy_fold_in([0, 3], [5.0, 1.0], reg_factors=0.1, reg_bias=1.0)
