@@ -47,7 +47,7 @@ def parse_rate(values: list[str]) -> dict[str, float]:
 
 
 def open_recommender(settings: Settings) -> Recommender:
-    """A Recommender that overlays refolded users from Redis when a server answers."""
+    """Return a Recommender that overlays refolded users from Redis when a server responds."""
     import redis
 
     url = settings.redis_url or DEFAULT_REDIS_URL

@@ -15,8 +15,8 @@ from store.errors import InvalidEventError
 
 DEFAULT_RATING_MIN = 0.5
 DEFAULT_RATING_MAX = 5.0
-# Longest user_id, item_id or event_id in characters; snapshots store ids in fixed-width
-# arrays, so one huge id would widen every row.
+# Maximum length of a user_id, item_id or event_id, in characters. Snapshots store ids in
+# fixed-width arrays, so one huge id would widen every row.
 MAX_ID_LENGTH = 256
 # Seconds a timestamp may lie ahead of this machine's clock. A rating from the far future would
 # win every later update of the same user and item, since the newer timestamp wins.

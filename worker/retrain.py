@@ -36,7 +36,7 @@ Progress = Callable[[str, dict[str, Any]], None]
 def load_ratings(settings: Settings, connection: redis.Redis | None) -> RatingsData:
     """Read every rating, from the DuckDB file when no process has it open, else through an export.
 
-    While the ingest consumer runs it owns the file, so the retrain asks it for a Parquet export.
+    While the ingest consumer runs it owns the file, so the retrain requests a Parquet export from it.
     """
     try:
         with Database(settings.database_path, read_only=True) as database:
