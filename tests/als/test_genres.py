@@ -62,7 +62,7 @@ def dense_weights(genres: als.ItemGenres) -> np.ndarray:
 @pytest.mark.parametrize(("tau", "beta"), [(2.0, 2.0), (0.5, 3.0), (7.0, 0.25)])
 def test_genre_step_matches_brute_force(tau, beta):
     matrix, genres = random_problem(6, n_items=7, n_genres=4)
-    config = als.ALSConfig(factors=2, reg_factors=tau, reg_genre=beta)
+    config = als.ALSConfig(factors=2, reg_factors=tau, reg_genre=beta, reg_count_exponent=0.0)
     model = als.init_model(matrix, genres, config, global_mean=3.0)
     rng = np.random.default_rng(2)
     model.item_factors[:] = rng.normal(0, 1, model.item_factors.shape)
@@ -92,7 +92,7 @@ def test_genre_step_is_noop_without_genres_enabled():
 def test_genre_without_items_goes_to_zero():
     genres = als.build_item_genres(np.array([0, 1]), np.array([0, 0]), 2, 2)
     matrix = als.build_rating_matrix(np.array([0]), np.array([0]), np.array([4.0]), 1, 2)
-    config = als.ALSConfig(factors=2)
+    config = als.ALSConfig(factors=2, reg_count_exponent=0.0)
     model = als.init_model(matrix, genres, config, global_mean=3.0)
     model.genre_factors[1] = 5.0
     als.step_genres(model, genres, config)
