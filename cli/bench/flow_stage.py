@@ -98,6 +98,9 @@ def time_freshness(
     after the push is the one the event caused. Redis keyspace notifications report the writes.
     """
     connection = redis.Redis.from_url(redis_url)
+    # The ingest stage leaves its stream and unprocessed refresh jobs behind on this private
+    # server; a worker would chew through those first.
+    connection.flushdb()
     consumer = start_streamrec(["ingest"], data_dir, redis_url, log_dir / "freshness-ingest.log")
     worker = start_streamrec(["worker", "--queues", "refresh"], data_dir, redis_url, log_dir / "freshness-worker.log")
     pushed: dict[str, float] = {}
