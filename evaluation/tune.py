@@ -212,7 +212,7 @@ def _genre_sets(data: RatingsData) -> list[frozenset[int]]:
     return [frozenset(indices[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
-# Columns of the printed table: (header, TuneRow -> text).
+# Config fields that tell the rows of a search apart, in the order they are printed.
 SETTING_NAMES = ("factors", "reg_factors", "reg_count_exponent", "reg_bias", "reg_genre", "support_weight")
 
 
