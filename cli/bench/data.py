@@ -179,7 +179,7 @@ def _draw_items(indptr, cumulative, user_seeds):
 
 @njit(cache=True, parallel=True)
 def _ratings(indptr, items, user_factors, item_factors, user_bias, item_bias, user_seeds):
-    """Hidden-model score plus noise, rounded to half stars and clipped to [0.5, 5.0]."""
+    """Return the hidden-model score plus noise, rounded to half stars and clipped to [0.5, 5.0]."""
     n_users = indptr.shape[0] - 1
     rank = user_factors.shape[1]
     ratings = np.empty(items.shape[0], np.float32)
@@ -196,7 +196,7 @@ def _ratings(indptr, items, user_factors, item_factors, user_bias, item_bias, us
 
 
 def _genres(rng: np.random.Generator, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """One to three distinct genres per item, drawn with a skew like MovieLens (drama first)."""
+    """Draw one to three distinct genres per item, skewed like MovieLens (a few genres are common)."""
     counts = rng.choice([1, 2, 3], size=n_items, p=[0.45, 0.35, 0.2])
     genre_weights = 1.0 / np.arange(1, N_GENRES + 1) ** 0.8
     genre_weights /= genre_weights.sum()

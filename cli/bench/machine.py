@@ -1,4 +1,4 @@
-"""What machine a bench ran on: CPU, cores, memory and the versions of the numeric libraries."""
+"""The machine a bench ran on: CPU, cores, memory and the versions of the numeric libraries."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-# Seconds to wait for a started process to answer or to exit.
+# Seconds to wait for a started process to respond or to exit.
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
 
@@ -33,7 +33,7 @@ def free_port() -> int:
 def redis_server(directory: Path) -> Iterator[str]:
     """Run a throwaway redis-server on a free 127.0.0.1 port; yield its URL and stop it after.
 
-    Raises RuntimeError when redis-server is not installed or does not answer in time.
+    Raises RuntimeError when redis-server is not installed or does not respond in time.
     """
     binary = shutil.which("redis-server")
     if binary is None:
@@ -63,16 +63,17 @@ def _wait_for_redis(url: str, process: subprocess.Popen) -> None:
             return
         except redis.ConnectionError:
             time.sleep(0.05)
-    raise RuntimeError(f"redis-server did not answer at {url} within {START_TIMEOUT} s")
+    raise RuntimeError(f"redis-server did not respond at {url} within {START_TIMEOUT} s")
 
 
 def start_streamrec(args: list[str], data_dir: Path, redis_url: str, log_path: Path) -> subprocess.Popen:
     """Start `streamrec ARGS` as a child process with its own data directory and Redis."""
     env = {**os.environ, "REDIS_URL": redis_url, "STREAMREC_DATA_DIR": str(data_dir)}
-    log_file = open(log_path, "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args], env=env, stdout=log_file, stderr=subprocess.STDOUT,
-    )
+    # The child keeps its own copy of the file descriptor, so ours can be closed at once.
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *args], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
 
 
 def stop_process(process: subprocess.Popen) -> None:
