@@ -124,7 +124,10 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         visitor = recommender.recommend_for_ratings({TOY_STORY: 5.0}, n=10)
         print_items(visitor, as_json=False)
         family = sum(1 for r in visitor if {"Children", "Animation"} & set(r.genres))
-        print(f"{family} of 10 carry the Children or Animation genre")
+        anonymous = recommender.recommend_for_ratings({}, n=10)
+        baseline = sum(1 for r in anonymous if {"Children", "Animation"} & set(r.genres))
+        print(f"{family} of 10 carry the Children or Animation genre "
+              f"({baseline} of 10 in the list for a visitor with no ratings)")
 
         heading("5. An operator retrain publishes version 2")
         result = cluster.operator_retrain()
