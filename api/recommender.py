@@ -22,7 +22,7 @@ import als
 from api.results import Recommendation, Recommendations, UserSource
 from store.errors import InvalidQueryError, SnapshotError, SnapshotNotFoundError, UnknownItemError
 from store.settings import Settings
-from store.snapshots import CURRENT_FILE, Snapshot, SnapshotStore
+from store.snapshots import CURRENT_FILE, Snapshot, SnapshotStore, model_of
 from store.user_state import UserState, read_user_state
 
 log = logging.getLogger(__name__)
@@ -352,15 +352,7 @@ class Recommender:
 def _load(store: SnapshotStore, version: int | None) -> _Served:
     """Open a version and derive the per-snapshot lookups the queries need."""
     snapshot = store.open(version)
-    model = als.ALSModel(
-        global_mean=snapshot.global_mean,
-        user_factors=snapshot.user_factors,
-        user_bias=snapshot.user_bias,
-        item_factors=snapshot.item_factors,
-        item_bias=snapshot.item_bias,
-        genre_factors=snapshot.genre_factors,
-    )
-    config = als.ALSConfig.from_stored(snapshot.hyperparameters)
+    model, config = model_of(snapshot)
 
     n_items, n_genres = len(snapshot.item_ids), len(snapshot.genre_names)
     item_genre_matrix = np.zeros((n_items, n_genres), dtype=bool)

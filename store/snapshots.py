@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+import als
 from store.errors import SnapshotError, SnapshotNotFoundError
 
 log = logging.getLogger(__name__)
@@ -539,3 +540,18 @@ def _fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
+
+def model_of(snapshot: SnapshotData) -> tuple[als.ALSModel, als.ALSConfig]:
+    """Return a snapshot's arrays and hyperparameters in the form the als functions take.
+
+    The arrays stay the snapshot's own (memory-mapped and read-only for an opened version).
+    """
+    model = als.ALSModel(
+        global_mean=snapshot.global_mean,
+        user_factors=snapshot.user_factors,
+        user_bias=snapshot.user_bias,
+        item_factors=snapshot.item_factors,
+        item_bias=snapshot.item_bias,
+        genre_factors=snapshot.genre_factors,
+    )
+    return model, als.ALSConfig.from_stored(snapshot.hyperparameters)

@@ -13,25 +13,12 @@ from rq import get_current_job
 
 import als
 from worker.context import current_settings
-from store.snapshots import Snapshot
+from store.snapshots import Snapshot, model_of
 from store.user_state import write_users
 from worker.lists import top_n_lists
 from worker.snapshot_cache import current_snapshot
 
 log = logging.getLogger(__name__)
-
-
-def model_of(snapshot: Snapshot) -> tuple[als.ALSModel, als.ALSConfig]:
-    """Return the snapshot's arrays and hyperparameters in the form the als kernels take."""
-    model = als.ALSModel(
-        global_mean=snapshot.global_mean,
-        user_factors=snapshot.user_factors,
-        user_bias=snapshot.user_bias,
-        item_factors=snapshot.item_factors,
-        item_bias=snapshot.item_bias,
-        genre_factors=snapshot.genre_factors,
-    )
-    return model, als.ALSConfig.from_stored(snapshot.hyperparameters)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import pytest
 
 import als
 from store import keys
-from store.snapshots import SnapshotStore
+from store.snapshots import SnapshotStore, model_of
 from store.user_state import read_user_state
-from worker.refresh import model_of, refresh_users
+from worker.refresh import refresh_users
 from worker.retrain import run_retrain
 
 ROWS = [(f"u{u}", str(i), float(1 + (u + i) % 5), 1000 + 10 * u + i) for u in range(8) for i in (1, 2, 3)]
