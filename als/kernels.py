@@ -124,9 +124,9 @@ def solve_rows(
 ):
     """Solve every row, in parallel over chunks of consecutive rows.
 
-    A row with more ratings than K + 1 goes through solve_row_fast (float32 sums). A shorter row
-    goes through solve_row, which sums in float64: its sum of w w^T has rank below K + 1, and with
-    a tiny penalty float32 rounding could make the system indefinite.
+    Rows go through solve_row_fast (float32 sums). With a penalty below TINY_PENALTY, a row with
+    at most K + 1 ratings goes through solve_row instead, which sums in float64: its sum of
+    w w^T has rank below K + 1, and float32 rounding could then make the system indefinite.
 
     chunk_bounds: int64 (C+1,), ascending row boundaries covering all rows. Each chunk owns its
     scratch, so nothing is allocated per row. Returns int64 (C,) holding, per chunk, the first
@@ -136,6 +136,7 @@ def solve_rows(
     K = other_factors.shape[1]
     padded = pad_factors(other_factors)
     P = padded.shape[1]
+    tiny_penalty = min(reg_factors, reg_bias) < TINY_PENALTY
     failed = np.full(n_chunks, -1, np.int64)
     for chunk in prange(n_chunks):
         G = np.empty((P, P), np.float32)
@@ -146,7 +147,7 @@ def solve_rows(
         x = np.empty(K + 1, np.float64)
         w = np.empty(K + 1, np.float64)
         for row in range(chunk_bounds[chunk], chunk_bounds[chunk + 1]):
-            if indptr[row + 1] - indptr[row] <= K + 1:
+            if tiny_penalty and indptr[row + 1] - indptr[row] <= K + 1:
                 ok = solve_row(
                     row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
                     reg_bias, reg_factors, reg_exponent, A, x, w, out_factors, out_bias,
@@ -196,6 +197,9 @@ TILE = 128
 # The sums over entries are vectorised 32 entries (4 registers of 8) at a time and the rest
 # runs as scalar code, so tiles are padded with zero entries to a multiple of this.
 SUM_BLOCK = 32
+# Penalties below this send rank-deficient rows (at most K + 1 ratings) to the float64 solver:
+# float32 sums are off by about 1e-7 of their size, which a penalty this large still outweighs.
+TINY_PENALTY = 1e-3
 # Padded width of a factor row is a multiple of this many float32 lanes (one AVX register).
 LANES = 8
 
