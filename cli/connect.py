@@ -42,3 +42,13 @@ def embedded_redis() -> redis.Redis:
     import fakeredis
 
     return fakeredis.FakeRedis()
+
+
+def parse_stars(text: str) -> float:
+    """Parse a rating typed on the command line; float() alone would read "4_0" as 40."""
+    if "_" in text or not text.isascii():
+        raise ValueError(f"rating: must be a number, got {text!r}")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"rating: must be a number, got {text!r}") from None

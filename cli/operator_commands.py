@@ -11,7 +11,7 @@ from rq import Worker
 from rq.job import JobStatus
 
 import als
-from cli.connect import connect_redis
+from cli.connect import connect_redis, parse_stars
 from ingest.client import RatingClient
 from store import keys
 from store.errors import SnapshotNotFoundError, StreamrecError
@@ -59,7 +59,7 @@ def add_parsers(subparsers) -> None:
     push = subparsers.add_parser("push", help="push one rating event into the Redis stream")
     push.add_argument("user_id")
     push.add_argument("item_id")
-    push.add_argument("rating", type=float)
+    push.add_argument("rating", help="stars, within the configured scale")
     push.add_argument("--timestamp", type=int, default=None, help="seconds since the epoch")
     push.set_defaults(handler=run_push)
 
@@ -133,8 +133,15 @@ def queue_report(connection) -> dict:
                 continue
             # A job whose worker no longer exists was abandoned; RQ retries or fails it during
             # a later maintenance pass.
-            running.append({"id": job.id, "progress": job.get_meta().get("progress"),
-                            "worker": job.worker_name, "worker_alive": job.worker_name in workers})
+            progress = job.get_meta().get("progress") or {}
+            updated_at = progress.get("updated_at")
+            running.append({
+                "id": job.id, "progress": progress, "worker": job.worker_name,
+                # A SimpleWorker sends no heartbeat while it runs a job, and RQ keeps a dead
+                # worker registered until the job's timeout; the progress age is the signal.
+                "worker_registered": job.worker_name in workers,
+                "seconds_since_progress": round(time.time() - updated_at, 1) if updated_at else None,
+            })
         report[queue.name] = {
             "queued": queue.count,
             "started": running,
@@ -166,7 +173,9 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report, indent=2, default=str))
         return 0
     for name, value in report.items():
-        print(f"{name:22} {value}")
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str)
+        print(f"{name:26} {value}")
     return 0
 
 
@@ -206,6 +215,6 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
     client = RatingClient(
         connect_redis(settings), rating_min=settings.rating_min, rating_max=settings.rating_max
     )
-    stream_id = client.push(args.user_id, args.item_id, args.rating, timestamp=args.timestamp)
+    stream_id = client.push(args.user_id, args.item_id, parse_stars(args.rating), timestamp=args.timestamp)
     print(stream_id)
     return 0

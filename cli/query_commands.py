@@ -7,7 +7,7 @@ import json
 import sys
 
 from api.recommender import Recommendation, Recommender
-from cli.connect import DEFAULT_REDIS_URL
+from cli.connect import DEFAULT_REDIS_URL, parse_stars
 from store.settings import Settings
 
 
@@ -38,11 +38,8 @@ def parse_rate(values: list[str]) -> dict[str, float]:
     for value in values:
         item_id, sep, stars = value.partition("=")
         if not sep or not item_id:
-            raise SystemExit(f"error: --rate: expected ITEM_ID=STARS, got {value!r}")
-        try:
-            ratings[item_id] = float(stars)
-        except ValueError:
-            raise SystemExit(f"error: --rate: stars must be a number, got {stars!r} in {value!r}")
+            raise ValueError(f"--rate: expected ITEM_ID=STARS, got {value!r}")
+        ratings[item_id] = parse_stars(stars)
     return ratings
 
 
@@ -74,12 +71,12 @@ def print_items(items: list[Recommendation], as_json: bool) -> None:
 
 def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.user_id) == bool(args.rate):
-        raise SystemExit("error: give either USER_ID or at least one --rate ITEM_ID=STARS")
+        raise ValueError("give either USER_ID or at least one --rate ITEM_ID=STARS")
     recommender = open_recommender(settings)
     if args.user_id:
         items = recommender.recommend(args.user_id, n=args.n, genres=args.genre)
         if not items.personalised:
-            print(f"note: user {args.user_id} not found in version {items.version} or Redis; "
+            print(f"note: user {args.user_id!r} not found in version {items.version} or Redis; "
                   "showing the non-personalised ranking", file=sys.stderr)
     else:
         items = recommender.recommend_for_ratings(parse_rate(args.rate), n=args.n, genres=args.genre)

@@ -7,7 +7,14 @@ from typing import Any
 
 import redis
 
-from ingest.events import DEFAULT_RATING_MAX, DEFAULT_RATING_MIN, RatingEvent, validate_event
+from ingest.events import (
+    DEFAULT_RATING_MAX,
+    DEFAULT_RATING_MIN,
+    RatingEvent,
+    is_plain_id,
+    is_plain_timestamp,
+    validate_event,
+)
 from store.keys import EVENTS_STREAM
 
 # Events sent per pipeline round trip by push_many.
@@ -105,12 +112,12 @@ def _plain_fields(
     fields = {"user_id": user_id, "item_id": item_id, "rating": repr(rating)}
     timestamp = event.get("timestamp")
     if timestamp is not None:
-        if type(timestamp) is not int or timestamp < 0:
+        if type(timestamp) is not int or not is_plain_timestamp(timestamp):
             return None
         fields["timestamp"] = str(timestamp)
     event_id = event.get("event_id")
     if event_id is not None:
-        if type(event_id) is not str:
+        if type(event_id) is not str or not is_plain_id(event_id):
             return None
         fields["event_id"] = event_id
     return fields
@@ -119,7 +126,7 @@ def _plain_fields(
 def _plain_id(value: Any) -> str | None:
     """Return a valid id as text when it is a non-blank str or an int, else None."""
     if type(value) is str:
-        return value if value.strip() else None
+        return value if is_plain_id(value) else None
     if type(value) is int:
         return str(value)
     return None

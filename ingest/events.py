@@ -52,7 +52,7 @@ class RatingEvent(BaseModel):
     def _check_rating(cls, value: Any, info: ValidationInfo) -> float:
         if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
             raise ValueError("must be a number")
-        if isinstance(value, str) and "_" in value:
+        if isinstance(value, str) and ("_" in value or not value.isascii()):
             raise ValueError("must be a number")
         try:
             rating = float(value)
@@ -80,6 +80,8 @@ class RatingEvent(BaseModel):
         elif isinstance(value, numbers.Real) and float(value).is_integer():
             value = int(value)
         if isinstance(value, str):
+            if "_" in value or not value.isascii():
+                raise ValueError("must be an integer (seconds since the epoch)")
             try:
                 value = int(value.strip())
             except ValueError:
@@ -113,9 +115,24 @@ class RatingEvent(BaseModel):
         return fields
 
 
+def is_plain_id(text: str) -> bool:
+    """Return whether an id passes every id check, by the cheap tests the fast paths use.
+
+    False does not mean invalid: the caller then validates with the full model, which gives
+    the reason.
+    """
+    return 0 < len(text) <= MAX_ID_LENGTH and text.isprintable() and text == text.strip()
+
+
+def is_plain_timestamp(value: int) -> bool:
+    return 0 <= value <= time.time() + MAX_FUTURE_SECONDS
+
+
 def _check_id_text(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
+    if text != text.strip():
+        raise ValueError("must not start or end with whitespace")
     if len(text) > MAX_ID_LENGTH:
         raise ValueError(f"must be at most {MAX_ID_LENGTH} characters long ({len(text)} given)")
     for char in text:
@@ -288,17 +305,15 @@ def _quick_fields(
         return None
     if b"_" in fields[b"rating"]:
         return None  # float() reads "4_0" as 40; the full model rejects it with its reason
-    # isprintable() is False for every control character; the full model decides the rest.
-    if len(user_id) > MAX_ID_LENGTH or len(item_id) > MAX_ID_LENGTH:
-        return None
-    if not user_id.isprintable() or not item_id.isprintable():
+    if not is_plain_id(user_id) or not is_plain_id(item_id) or b"event_id" in fields:
         return None
     raw_timestamp = fields.get(b"timestamp")
     if raw_timestamp is None:
         return user_id, item_id, rating, None
+    # bytes.isdigit() accepts ASCII digits only, unlike str.isdigit().
     if not raw_timestamp.isdigit():
         return None
     timestamp = int(raw_timestamp)
-    if timestamp > time.time() + MAX_FUTURE_SECONDS:
+    if not is_plain_timestamp(timestamp):
         return None
     return user_id, item_id, rating, timestamp

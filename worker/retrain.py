@@ -136,12 +136,27 @@ def finish_publication(
     """
     progress = progress or (lambda stage, fields: None)
     snapshot = SnapshotStore(settings.snapshots_dir).open(version)
-    connection.set(keys.SNAPSHOT_CURRENT, version)
+    raise_version(connection, keys.SNAPSHOT_CURRENT, version)
     request_refold(connection, snapshot.watermark)
     written = write_all_lists(connection, settings, version, progress)
-    connection.set(keys.SNAPSHOT_LISTS_WRITTEN, version)
+    raise_version(connection, keys.SNAPSHOT_LISTS_WRITTEN, version)
     log.info("publication finished version=%d users_written=%d", version, written)
     return written
+
+
+# Sets KEYS[1] to ARGV[1] unless it already holds a higher number, so two publications that
+# finish in the wrong order leave the higher version.
+_RAISE_VERSION_LUA = """
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) >= stored then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return stored
+"""
+
+
+def raise_version(connection: redis.Redis, key: str, version: int) -> None:
+    connection.register_script(_RAISE_VERSION_LUA)(keys=[key], args=[version])
 
 
 def resume_publication(settings: Settings, connection: redis.Redis) -> int | None:
@@ -155,7 +170,10 @@ def resume_publication(settings: Settings, connection: redis.Redis) -> int | Non
     finished = connection.get(keys.SNAPSHOT_LISTS_WRITTEN)
     if finished is not None and int(finished) == current:
         return None
-    log.warning("publication unfinished, resuming version=%d lists_written_for=%s", current, finished)
+    log.warning(
+        "publication unfinished, resuming version=%d lists_written_for=%s",
+        current, int(finished) if finished is not None else None,
+    )
     finish_publication(settings, connection, current)
     return current
 
@@ -219,7 +237,8 @@ def retrain_job(payload: dict[str, Any]) -> dict[str, Any]:
     log.info("retrain started job=%s reason=%s config=%s", job.id, payload.get("reason"), config.to_dict())
 
     def progress(stage: str, fields: dict[str, Any]) -> None:
-        job.meta["progress"] = {"stage": stage, **fields}
+        # updated_at (seconds since the epoch) lets status show a job that stopped moving.
+        job.meta["progress"] = {"stage": stage, **fields, "updated_at": round(time.time(), 1)}
         job.save_meta()
 
     return run_retrain(settings, job.connection, config, progress=progress)

@@ -45,3 +45,31 @@ def test_accepted_limits():
                                                   b"rating": b"4.5", b"timestamp": str(now).encode()})])
     assert invalid == []
     assert columns.timestamps == [now]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"user_id": "u\x00x", "item_id": "1", "rating": 4.0},
+        {"user_id": "u" * (MAX_ID_LENGTH + 1), "item_id": "1", "rating": 4.0},
+        {"user_id": "u", "item_id": "1", "rating": 4.0, "timestamp": 2**64},
+        {"user_id": "u", "item_id": "1", "rating": 4.0, "event_id": "e\x00"},
+        {"user_id": "u\ud800", "item_id": "1", "rating": 4.0},
+        {"user_id": " 1", "item_id": "1", "rating": 4.0},
+    ],
+)
+def test_push_many_sends_nothing_when_one_invalid(redis_client, bad):
+    from ingest.client import RatingClient
+    from store import keys
+
+    client = RatingClient(redis_client)
+    with pytest.raises(InvalidEventError):
+        client.push_many([{"user_id": "ok", "item_id": "1", "rating": 3.0}] * 1200 + [bad])
+    assert not redis_client.exists(keys.EVENTS_STREAM)
+
+
+@pytest.mark.parametrize("field, value", [("rating", "٣"), ("timestamp", "١٧٠٠٠٠٠٠٠٠"), ("timestamp", "1_000")])
+def test_non_ascii_or_underscored_numbers_rejected(field, value):
+    fields = {"user_id": "u", "item_id": "1", "rating": "3", field: value}
+    with pytest.raises(InvalidEventError, match=f"^{field}: must be"):
+        validate_event(fields)

@@ -77,9 +77,20 @@ def test_status_json_reports_versions(two_versions, capsys):
     assert report["versions"] == [1, 2]
     assert report["lists_written_for_version"] == 2
     assert report["streamrec-retrain"]["queued"] == 0
+    assert report["streamrec-retrain"]["started"] == []
 
 
 def test_invalid_hyperparameter_is_one_line(two_versions, capsys):
     assert main(["retrain", "--factors", "0"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "error: factors: must be >= 1, got 0"
+
+
+def test_version_key_never_goes_back(redis_client):
+    from worker.retrain import raise_version
+
+    raise_version(redis_client, keys.SNAPSHOT_CURRENT, 5)
+    raise_version(redis_client, keys.SNAPSHOT_CURRENT, 4)
+    assert int(redis_client.get(keys.SNAPSHOT_CURRENT)) == 5
+    raise_version(redis_client, keys.SNAPSHOT_CURRENT, 6)
+    assert int(redis_client.get(keys.SNAPSHOT_CURRENT)) == 6
