@@ -60,6 +60,8 @@ def ranking_scores(
     item_factors: np.ndarray,
     item_rating_count: np.ndarray,
     support_weight: float,
+    *,
+    offsets: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return the ranking score b_m + c_n + u_m . v_n + support_weight * log(1 + count_n).
 
@@ -79,17 +81,29 @@ def ranking_scores(
             f"got {user_factors.shape}"
         )
 
-    dtype = np.float64 if user_factors.ndim == 1 else np.float32
-    item_offset = np.asarray(item_bias, dtype=np.float64)
-    if support_weight != 0.0:
-        item_offset = item_offset + support_weight * np.log1p(np.asarray(item_rating_count, np.float64))
-    scores = np.asarray(user_factors, dtype) @ np.asarray(item_factors, dtype).T
-    scores += item_offset.astype(dtype)
+    if offsets is None:
+        offsets = item_offsets(item_bias, item_rating_count, support_weight)
+    # The dot products run in float32, the precision of the stored factors: converting the item
+    # factors to float64 would copy the whole table on every call.
+    item_factors = np.asarray(item_factors, np.float32)
     if user_factors.ndim == 1:
+        scores = (item_factors @ np.asarray(user_factors, np.float32)).astype(np.float64)
+        scores += offsets
         scores += float(user_bias)
-    else:
-        scores += np.asarray(user_bias, dtype)[:, np.newaxis]
+        return scores
+    scores = np.asarray(user_factors, np.float32) @ item_factors.T
+    scores += offsets.astype(np.float32)
+    scores += np.asarray(user_bias, np.float32)[:, np.newaxis]
     return scores
+
+
+def item_offsets(item_bias: np.ndarray, item_rating_count: np.ndarray, support_weight: float) -> np.ndarray:
+    """Return c_n + support_weight * log(1 + count_n) as float64: the part of the ranking score
+    that is the same for every user, so a caller serving many queries computes it once."""
+    offsets = np.asarray(item_bias, dtype=np.float64).copy()
+    if support_weight != 0.0:
+        offsets += support_weight * np.log1p(np.asarray(item_rating_count, np.float64))
+    return offsets
 
 
 def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> np.ndarray:

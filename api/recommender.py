@@ -41,6 +41,7 @@ class _Served:
     genre_index: dict[str, int]
     item_genre_matrix: np.ndarray  # bool (N, G): item n has genre k
     unit_item_factors: np.ndarray  # float32 (N, K): v_n / |v_n|, zero rows stay zero
+    item_offsets: np.ndarray  # float64 (N,): the user-independent part of the ranking score
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,9 @@ def _load(store: SnapshotStore, version: int | None) -> _Served:
         genre_index={name: k for k, name in enumerate(snapshot.genre_names.tolist())},
         item_genre_matrix=item_genre_matrix,
         unit_item_factors=unit_item_factors,
+        item_offsets=als.item_offsets(
+            snapshot.item_bias, snapshot.item_rating_count, config.support_weight
+        ),
     )
 
 
@@ -387,7 +391,7 @@ def _rank(served: _Served, user: _UserVector, allowed: np.ndarray, n: int) -> tu
     factors = user.factors if user.factors is not None else np.zeros(snapshot.item_factors.shape[1], np.float32)
     scores = als.ranking_scores(
         user.bias, factors, snapshot.item_bias, snapshot.item_factors,
-        snapshot.item_rating_count, served.config.support_weight,
+        snapshot.item_rating_count, served.config.support_weight, offsets=served.item_offsets,
     )
     candidates = np.flatnonzero(allowed)
     best = candidates[als.top_n(scores[candidates], n)]

@@ -48,3 +48,22 @@ def test_ranking_scores_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="user_factors: must have shape"):
         als.ranking_scores(0.0, np.ones(5, np.float32), np.zeros(3, np.float32), np.ones((3, 2), np.float32),
                            np.zeros(3, np.int32), 0.1)
+
+
+def test_ranking_scores_float32_matches_float64_reference():
+    rng = np.random.default_rng(3)
+    item_factors = rng.normal(0, 0.5, (500, 16)).astype(np.float32)
+    item_bias = rng.normal(0, 0.3, 500).astype(np.float32)
+    counts = rng.integers(0, 1000, 500)
+    user = rng.normal(0, 0.5, 16).astype(np.float32)
+
+    reference = (
+        0.2 + item_bias.astype(np.float64) + item_factors.astype(np.float64) @ user.astype(np.float64)
+        + 0.4 * np.log1p(counts)
+    )
+    scores = als.ranking_scores(0.2, user, item_bias, item_factors, counts, 0.4)
+    np.testing.assert_allclose(scores, reference, rtol=0, atol=1e-5)
+
+    offsets = als.item_offsets(item_bias, counts, 0.4)
+    with_offsets = als.ranking_scores(0.2, user, item_bias, item_factors, counts, 0.4, offsets=offsets)
+    np.testing.assert_array_equal(with_offsets, scores)
