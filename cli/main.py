@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 from pathlib import Path
 
-from cli import bench_command
-from cli import (
-    data_commands, demo, evaluate_command, operator_commands, process_commands, query_commands, tune_command,
-)
 from cli.connect import configure_logging
 from store.errors import StreamrecError
 from store.settings import Settings
 
-COMMAND_MODULES = [
-    data_commands, process_commands, operator_commands, query_commands, evaluate_command, tune_command, demo,
-    bench_command,
-]
+# The module that defines each subcommand. Only the module of the command being run is
+# imported, because importing them all (numba, DuckDB, the bench stages) takes over a second.
+COMMAND_MODULES = {
+    "load-movielens": "cli.data_commands",
+    "ingest": "cli.process_commands",
+    "worker": "cli.process_commands",
+    "retrain": "cli.operator_commands",
+    "status": "cli.operator_commands",
+    "snapshots": "cli.operator_commands",
+    "push": "cli.operator_commands",
+    "recommend": "cli.query_commands",
+    "similar": "cli.query_commands",
+    "evaluate": "cli.evaluate_command",
+    "tune": "cli.tune_command",
+    "demo": "cli.demo",
+    "bench": "cli.bench_command",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def modules_for(argv: list[str]) -> list[str]:
+    """Return the modules to import: the named command's only, or all of them for --help."""
+    for word in argv:
+        if word in COMMAND_MODULES:
+            return [COMMAND_MODULES[word]]
+    return list(dict.fromkeys(COMMAND_MODULES.values()))
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec",
         description="Streaming recommender: ratings through Redis, ALS with biases and genres.",
@@ -32,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.add_parsers(subparsers)
+    for name in modules_for(sys.argv[1:] if argv is None else argv):
+        importlib.import_module(name).add_parsers(subparsers)
     return parser
 
 
@@ -44,7 +62,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     configure_logging(args.verbose)
     try:
         return args.handler(args, settings_from(args)) or 0

@@ -1,4 +1,8 @@
-"""Operator commands: start a retrain, watch the queues, list and roll back snapshots, push a rating."""
+"""Operator commands: start a retrain, watch the queues, list and roll back snapshots, push a rating.
+
+The handlers import numba, rq and the snapshot store themselves, so `streamrec push` starts
+without loading them.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,12 @@ import json
 import logging
 import time
 
-from rq import Worker
-from rq.job import JobStatus
 
-import als
 from cli.connect import connect_redis, parse_stars
 from ingest.client import RatingClient
 from store import keys
 from store.errors import SnapshotNotFoundError, StreamrecError
 from store.settings import Settings
-from store.snapshots import SnapshotStore
-from worker.queues import enqueue_retrain, refresh_queue, retrain_queue
-from worker.retrain import finish_publication
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +63,10 @@ def add_parsers(subparsers) -> None:
 
 
 def run_retrain_command(args: argparse.Namespace, settings: Settings) -> int:
+    import als
+    from rq.job import JobStatus
+    from worker.queues import enqueue_retrain
+
     overrides = {name: getattr(args, name) for name in HYPERPARAMETERS if getattr(args, name) is not None}
     als.ALSConfig(**overrides)  # reject invalid values here, not inside the worker
     connection = connect_redis(settings)
@@ -117,6 +119,9 @@ def stream_report(connection) -> dict:
 
 def queue_report(connection) -> dict:
     """Per queue: queued, running (with progress and whether its worker is alive), failed, finished."""
+    from rq import Worker
+    from worker.queues import refresh_queue, retrain_queue
+
     workers = {worker.name: worker for worker in Worker.all(connection=connection)}
     report: dict = {
         "workers": [
@@ -152,6 +157,8 @@ def queue_report(connection) -> dict:
 
 
 def status_report(settings: Settings) -> dict:
+    from store.snapshots import SnapshotStore
+
     store = SnapshotStore(settings.snapshots_dir)
     connection = connect_redis(settings)
     report: dict = {
@@ -180,6 +187,8 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_snapshots_list(args: argparse.Namespace, settings: Settings) -> int:
+    from store.snapshots import SnapshotStore
+
     store = SnapshotStore(settings.snapshots_dir)
     current = store.current_version()
     versions = store.versions()
@@ -195,6 +204,9 @@ def run_snapshots_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_snapshots_rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Publish the model of an older version again, as the next version, and rewrite the lists."""
+    from store.snapshots import SnapshotStore
+    from worker.retrain import finish_publication
+
     store = SnapshotStore(settings.snapshots_dir)
     version = store.restore(args.version)
     print(f"version {args.version} published again as version {version}")
@@ -205,6 +217,8 @@ def run_snapshots_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_snapshots_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from store.snapshots import SnapshotStore
+
     keep = args.keep if args.keep is not None else settings.snapshots_kept
     removed = SnapshotStore(settings.snapshots_dir).prune(keep)
     print(f"removed versions: {removed}")

@@ -32,7 +32,7 @@ def test_compose_has_the_three_processes():
 def test_compose_command_parses(service):
     command = compose_commands()[service]
     assert command[0] == "streamrec"
-    args = build_parser().parse_args(command[1:])
+    args = build_parser(command[1:]).parse_args(command[1:])
     assert callable(args.handler)
 
 
