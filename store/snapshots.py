@@ -198,15 +198,7 @@ class SnapshotStore:
                 )
         path = self.version_path(version)
         manifest_path = path / MANIFEST_FILE
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SnapshotNotFoundError(
-                f"version: snapshot {version} not found in {self.snapshots_dir}, "
-                f"published versions are {self.versions()}"
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise SnapshotError(f"{manifest_path}: invalid JSON: {exc}") from None
+        manifest = self.manifest(version)
 
         arrays = {}
         for name in ARRAY_DTYPES:
