@@ -48,6 +48,15 @@ def cholesky_solve(A, x, n):
                 s -= A[i, p] * A[j, p]
             A[i, j] = s / diagonal
 
+    return cholesky_substitute(A, x, n)
+
+
+@njit(cache=True, nogil=True)
+def cholesky_substitute(A, x, n):
+    """Solve L L^T z = x in place, with the Cholesky factor L in the lower triangle of A.
+
+    Writes z into x. Returns False when z is not finite.
+    """
     # Forward substitution L y = x, then back substitution L^T z = y.
     for i in range(n):
         s = x[i]
@@ -59,7 +68,6 @@ def cholesky_solve(A, x, n):
         for p in range(i + 1, n):
             s -= A[p, i] * x[p]
         x[i] = s / A[i, i]
-
     for i in range(n):
         if not np.isfinite(x[i]):
             return False
@@ -383,20 +391,8 @@ def solve_row_fast(
 
     if not cholesky_factor(A, n):
         return False
-    # Forward substitution L y = x, then back substitution L^T z = y.
-    for i in range(n):
-        s = x[i]
-        for p in range(i):
-            s -= A[i, p] * x[p]
-        x[i] = s / A[i, i]
-    for i in range(n - 1, -1, -1):
-        s = x[i]
-        for p in range(i + 1, n):
-            s -= A[p, i] * x[p]
-        x[i] = s / A[i, i]
-    for i in range(n):
-        if not np.isfinite(x[i]):
-            return False
+    if not cholesky_substitute(A, x, n):
+        return False
 
     for k in range(K):
         out_factors[row, k] = x[k]
