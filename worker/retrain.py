@@ -162,7 +162,7 @@ def finish_publication(
     return written
 
 
-# Sets KEYS[1] to ARGV[1] unless it already holds a higher number, so two publications that
+# Sets KEYS[1] to ARGV[1] unless it already contains a higher number, so two publications that
 # finish in the wrong order leave the higher version.
 _RAISE_VERSION_LUA = """
 local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
