@@ -85,7 +85,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     with cluster:
         heading("1. Load the earliest 80% of ml-latest-small and train version 1")
         counts = cluster.load(TRAIN_FILE, MOVIES_FILE)
-        print(f"loaded {counts}")
+        print(f"loaded {counts.ratings:,} ratings by {counts.users:,} users of {counts.items:,} movies")
         result = cluster.retrain_now()
         print(f"published version {result['version']}: train RMSE {result['train_rmse']:.4f}, "
               f"{result['train_seconds']:.1f} s training")
