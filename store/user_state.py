@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 FACTORS_DTYPE = np.dtype("<f4")
 SEEN_DTYPE = np.dtype("<i4")
 
-# KEYS[1] user state hash, KEYS[2] top-N sorted set.
-# ARGV: version, seq, bias, factors, seen, write_list ("1" or "0"), then item_id, score pairs.
-# Returns 1 when it wrote, 0 when the stored (version, seq) is newer. Scores stay strings, so
-# Redis parses them exactly as Python formatted them.
+# KEYS[1] user state hash, KEYS[2] top-N sorted set. ARGV: version, seq, bias, factors, seen,
+# write_list ("1" or "0"), then the item ids as "<length in bytes>:<id>" one after another, then
+# their scores joined by single spaces. Packing the list into two arguments costs Redis and
+# redis-py one argument each instead of two per item. Returns 1 when it wrote, 0 when the stored
+# (version, seq) is newer. Scores stay strings, so Redis parses them as Python formatted them.
 _WRITE_USER_STATE_LUA = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'seq')
 local version = tonumber(ARGV[1])
@@ -50,43 +51,19 @@ redis.call('HSET', KEYS[1], 'version', ARGV[1], 'seq', ARGV[2], 'bias', ARGV[3],
            'factors', ARGV[4], 'seen', ARGV[5])
 if ARGV[6] == '1' then
   redis.call('DEL', KEYS[2])
-  for i = 7, #ARGV, 2 do
-    redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
+  local ids = ARGV[7]
+  local pairs = {}
+  local position = 1
+  for score in string.gmatch(ARGV[8], '%S+') do
+    local colon = string.find(ids, ':', position, true)
+    local length = tonumber(string.sub(ids, position, colon - 1))
+    pairs[#pairs + 1] = score
+    pairs[#pairs + 1] = string.sub(ids, colon + 1, colon + length)
+    position = colon + length + 1
   end
-end
-return 1
-"""
-
-
-# The same guarded write with the list packed into two arguments, which costs Redis and redis-py
-# one argument each instead of two per item. ARGV: version, seq, bias, factors, seen, then the
-# item ids as "<length>:<id>" one after another, then the scores joined by single spaces.
-_WRITE_PACKED_USER_STATE_LUA = """
-local stored = redis.call('HMGET', KEYS[1], 'version', 'seq')
-local version = tonumber(ARGV[1])
-local seq = tonumber(ARGV[2])
-if stored[1] then
-  local stored_version = tonumber(stored[1])
-  local stored_seq = tonumber(stored[2]) or -1
-  if version < stored_version or (version == stored_version and seq < stored_seq) then
-    return 0
+  if #pairs > 0 then
+    redis.call('ZADD', KEYS[2], unpack(pairs))
   end
-end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'seq', ARGV[2], 'bias', ARGV[3],
-           'factors', ARGV[4], 'seen', ARGV[5])
-redis.call('DEL', KEYS[2])
-local ids = ARGV[6]
-local pairs = {}
-local position = 1
-for score in string.gmatch(ARGV[7], '%S+') do
-  local colon = string.find(ids, ':', position, true)
-  local length = tonumber(string.sub(ids, position, colon - 1))
-  pairs[#pairs + 1] = score
-  pairs[#pairs + 1] = string.sub(ids, colon + 1, colon + length)
-  position = colon + length + 1
-end
-if #pairs > 0 then
-  redis.call('ZADD', KEYS[2], unpack(pairs))
 end
 return 1
 """
@@ -155,13 +132,14 @@ def write_user_state(
     """
     args = _state_args(version, seq, bias, factors, seen_idx)
     if item_ids is None and scores is None:
-        args.append("0")
+        args.extend(("0", "", ""))
     elif item_ids is None or scores is None:
         raise ValueError("item_ids and scores: pass both or neither")
     else:
+        mapping = _list_mapping(item_ids, scores)
         args.append("1")
-        for item_id, score in _list_mapping(item_ids, scores).items():
-            args.extend((item_id, repr(score)))
+        args.append("".join(_pack_id(item_id) for item_id in mapping))
+        args.append(" ".join(repr(score) for score in mapping.values()))
 
     script = client.register_script(_WRITE_USER_STATE_LUA)
     written = bool(script(keys=[keys.user_key(user_id), keys.recs_key(user_id)], args=args))
@@ -267,10 +245,13 @@ def _packed_item_ids(item_ids: np.ndarray) -> np.ndarray:
         return _packed_cache[1]
     packed = np.empty(item_ids.shape[0], dtype=object)
     for index, item_id in enumerate(item_ids.tolist()):
-        text = str(item_id)
-        packed[index] = f"{len(text.encode())}:{text}"
+        packed[index] = _pack_id(str(item_id))
     _packed_cache = (item_ids, packed)
     return packed
+
+
+def _pack_id(item_id: str) -> str:
+    return f"{len(item_id.encode())}:{item_id}"
 
 
 def _text(value: bytes | str) -> str:
@@ -294,11 +275,12 @@ def write_users(
     `list_idx` holds item indices of `snapshot` (-1 for padding) and `list_scores` their scores.
     Returns the number of users written; the others had a newer state stored already.
     """
-    script = client.register_script(_WRITE_PACKED_USER_STATE_LUA)
+    script = client.register_script(_WRITE_USER_STATE_LUA)
     packed_ids = _packed_item_ids(snapshot.item_ids)
     with client.pipeline(transaction=False) as pipeline:
         for row, user_id in enumerate(user_ids):
             args = _state_args(snapshot.version, seq, float(biases[row]), factors[row], seen[row])
+            args.append("1")
             listed = list_idx[row]
             listed = listed[listed >= 0]
             args.append("".join(packed_ids[listed]))
