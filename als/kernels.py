@@ -75,6 +75,25 @@ def cholesky_substitute(A, x, n):
 
 
 @njit(cache=True, nogil=True)
+def add_penalties(A, x, K, count, reg_factors, reg_exponent, reg_bias, prior, row):
+    """Add a row's penalties to its (K+1) system A [factors, bias] = x, in place.
+
+    The factor penalty is reg_factors * count^reg_exponent (count = the row's ratings, at least
+    1), the bias penalty reg_bias. With a prior (items), the factor penalty pulls towards
+    prior[row], which adds tau * prior[row] to the right-hand side.
+    """
+    tau = reg_factors
+    if reg_exponent != 0.0 and count > 1:
+        tau = reg_factors * np.float64(count) ** reg_exponent
+    for k in range(K):
+        A[k, k] += tau
+    A[K, K] += reg_bias
+    if prior.shape[0] > 0:
+        for k in range(K):
+            x[k] += tau * prior[row, k]
+
+
+@njit(cache=True, nogil=True)
 def solve_row(
     row, indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
     reg_bias, reg_factors, reg_exponent, A, x, w, out_factors, out_bias,
@@ -106,16 +125,7 @@ def solve_row(
             for j in range(i + 1):
                 A[i, j] += wi * w[j]
 
-    count = indptr[row + 1] - indptr[row]
-    tau = reg_factors
-    if reg_exponent != 0.0 and count > 1:
-        tau = reg_factors * np.float64(count) ** reg_exponent
-    for k in range(K):
-        A[k, k] += tau
-    A[K, K] += reg_bias
-    if prior.shape[0] > 0:
-        for k in range(K):
-            x[k] += tau * prior[row, k]
+    add_penalties(A, x, K, indptr[row + 1] - indptr[row], reg_factors, reg_exponent, reg_bias, prior, row)
 
     if not cholesky_solve(A, x, n):
         return False
@@ -199,7 +209,7 @@ def squared_error_sum(
 # Reassociation lets LLVM vectorise the sums below. The flags that assume no NaN or inf are left
 # out on purpose, so a NaN in the data still reaches the pivot check and fails the solve.
 FAST_MATH = {"reassoc", "contract", "nsz", "arcp"}
-# Ratings copied per tile when a row's Gram matrix is built; a tile of 40 x 128 float32 is 20 KB,
+# Ratings copied per tile when a row's Gram matrix is built. A tile of 40 x 128 float32 is 20 KB,
 # which stays in the L1 cache.
 TILE = 128
 # The sums over entries are vectorised 32 entries (4 registers of 8) at a time and the rest
@@ -372,22 +382,13 @@ def solve_row_fast(
     stop = indptr[row + 1]
     accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_mean, n, G, g, T, y)
 
-    # A holds the lower triangle: A[i, j] = G[j, i] for j <= i.
+    # A gets the lower triangle: A[i, j] = G[j, i] for j <= i.
     for i in range(n):
         x[i] = g[i]
         for j in range(i + 1):
             A[i, j] = G[j, i]
 
-    count = stop - start
-    tau = reg_factors
-    if reg_exponent != 0.0 and count > 1:
-        tau = reg_factors * np.float64(count) ** reg_exponent
-    for k in range(K):
-        A[k, k] += tau
-    A[K, K] += reg_bias
-    if prior.shape[0] > 0:
-        for k in range(K):
-            x[k] += tau * prior[row, k]
+    add_penalties(A, x, K, stop - start, reg_factors, reg_exponent, reg_bias, prior, row)
 
     if not cholesky_factor(A, n):
         return False

@@ -17,7 +17,7 @@ from api import Recommendation, Recommender
 from store.user_state import write_user_state
 from store.errors import InvalidQueryError, SnapshotNotFoundError, UnknownItemError
 from store.settings import Settings
-from store.snapshots import SnapshotStore
+from store.snapshots import SnapshotStore, model_of
 from tests.store.snapshot_factory import make_snapshot_data
 
 
@@ -293,15 +293,7 @@ def test_no_snapshot_then_published(settings: Settings) -> None:
 def test_fold_in_matches_numpy_reference(recommender: Recommender) -> None:
     # Guards the wiring of the snapshot's hyperparameters into the fold-in.
     data = make_snapshot_data()
-    model = als.ALSModel(
-        global_mean=data.global_mean,
-        user_factors=data.user_factors,
-        user_bias=data.user_bias,
-        item_factors=data.item_factors,
-        item_bias=data.item_bias,
-        genre_factors=data.genre_factors,
-    )
-    config = als.ALSConfig.from_stored(data.hyperparameters)
+    model, config = model_of(data)
 
     bias, factors = als.fold_in(np.array([0, 3]), np.array([5.0, 1.0]), model, config)
     expected_bias, expected_factors = _numpy_fold_in([0, 3], [5.0, 1.0], reg_factors=0.1, reg_bias=1.0)
