@@ -4,13 +4,7 @@
 # that database. When no server responds there, this script starts a throwaway redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+source scripts/venv.sh "[test]"
 
 if ! .venv/bin/python -c "import os, redis; redis.Redis.from_url(os.environ.get('STREAMREC_TEST_REDIS_URL', 'redis://127.0.0.1:6379/15'), socket_connect_timeout=1).ping()" 2>/dev/null; then
   if command -v redis-server >/dev/null; then
