@@ -7,7 +7,7 @@ A predicted rating is global_mean + b_m + c_n + u_m . v_n. The ranking score add
 
 where count_n is the number of training ratings of item n. An explicit-rating model predicts
 how much a user would like an item if they watched it, and ranks an item that two people rated
-five stars above one that two hundred rated four and a half; the support term says how likely
+five stars above one that two hundred rated four and a half; the support term estimates how likely
 the item is to be watched at all. Predicted ratings never include it.
 """
 

@@ -9,7 +9,7 @@ import redis
 
 from store.settings import Settings
 
-# Where the long-lived commands look for Redis when neither REDIS_URL nor STREAMREC_REDIS_URL is set.
+# Redis URL of the long-lived commands when neither REDIS_URL nor STREAMREC_REDIS_URL is set.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -24,7 +24,7 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
-    """Connect to the configured Redis server and check that it answers."""
+    """Connect to the configured Redis server and check that it responds."""
     url = settings.redis_url or DEFAULT_REDIS_URL
     client = redis.Redis.from_url(url)
     try:
@@ -38,7 +38,7 @@ def connect_redis(settings: Settings) -> redis.Redis:
 
 
 def embedded_redis() -> redis.Redis:
-    """An in-process fakeredis server, for the demo when no Redis is configured."""
+    """Return an in-process fakeredis server, for the demo when no Redis is configured."""
     import fakeredis
 
     return fakeredis.FakeRedis()

@@ -143,7 +143,7 @@ def queue_report(connection) -> dict:
             running.append({
                 "id": job.id, "progress": progress, "worker": job.worker_name,
                 # A SimpleWorker sends no heartbeat while it runs a job, and RQ keeps a dead
-                # worker registered until the job's timeout; the progress age is the signal.
+                # worker registered until the job's timeout. So the progress age is the signal.
                 "worker_registered": job.worker_name in workers,
                 "seconds_since_progress": round(time.time() - updated_at, 1) if updated_at else None,
             })

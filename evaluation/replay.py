@@ -42,7 +42,7 @@ DEFAULT_BATCH_SIZE = 10
 
 @dataclass
 class _UserState:
-    """What the system holds for one user during the replay."""
+    """State of one user during the replay."""
 
     bias: float
     factors: np.ndarray | None  # None means u_m = 0

@@ -162,7 +162,7 @@ class IngestConsumer:
         committed_key = stream_id_key(progress[0]) if progress and progress[0] else None
 
         # Entries at or below the committed id were written before a crash that came ahead of
-        # their acknowledgement; they are only acknowledged, and their users refreshed.
+        # their acknowledgement. They are only acknowledged, and their users refreshed.
         fresh: list[Entry] = []
         already_committed: list[str] = []
         recovered: list[Entry] = []

@@ -10,7 +10,7 @@ class InvalidEventError(StreamrecError, ValueError):
 
 
 class DataFileError(StreamrecError, ValueError):
-    """A MovieLens or ratings file is missing, has an unknown layout or holds invalid rows."""
+    """A MovieLens or ratings file is missing, has an unknown layout or contains invalid rows."""
 
 
 class DatabaseLockedError(StreamrecError):
@@ -30,7 +30,7 @@ class TrainingError(StreamrecError):
 
 
 class ExportTimeoutError(StreamrecError):
-    """The ingest consumer did not answer an export request in time."""
+    """The ingest consumer did not respond to an export request in time."""
 
 
 class UnknownItemError(StreamrecError, KeyError):
@@ -46,4 +46,4 @@ class InvalidQueryError(StreamrecError, ValueError):
 
 
 class ExportFailedError(StreamrecError):
-    """The ingest consumer answered an export request with an error."""
+    """The ingest consumer responded to an export request with an error."""

@@ -24,5 +24,5 @@ def user_key(user_id: str) -> str:
 
 
 def export_reply_key(token: str) -> str:
-    """List on which the ingest consumer answers one export request; it expires after a while."""
+    """List on which the ingest consumer responds to one export request. It expires after a while."""
     return f"streamrec:export:reply:{token}"

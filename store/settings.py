@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Where streamrec keeps its data and how its processes find each other."""
+    """Data location, Redis URL and limits shared by every streamrec process."""
 
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
 

@@ -272,7 +272,7 @@ def write_users(
 ) -> int:
     """Write many users' states and lists in one pipeline, each guarded like write_user_state.
 
-    `list_idx` holds item indices of `snapshot` (-1 for padding) and `list_scores` their scores.
+    `list_idx` contains item indices of `snapshot` (-1 for padding) and `list_scores` their scores.
     Returns the number of users written; the others had a newer state stored already.
     """
     script = client.register_script(_WRITE_USER_STATE_LUA)

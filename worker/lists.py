@@ -24,7 +24,7 @@ def top_n_lists(
     """Rank every item for each user and keep the best `n` unseen ones.
 
     The score is als.ranking_scores: b_m + c_n + u_m . v_n + support_weight * log(1 + count_n),
-    with count_n from item_rating_count. `seen[i]` holds the item indices user i has rated; they are left out. Returns (indices,
+    with count_n from item_rating_count. `seen[i]` contains the item indices user i has rated, which are left out. Returns (indices,
     scores), both of shape (users, min(n, items)); a row with fewer candidates than `n` is padded
     with index -1 and score -inf.
     """

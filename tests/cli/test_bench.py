@@ -31,7 +31,7 @@ def test_generated_data_has_scaled_shape():
     assert generated.n_items == round(data.FULL_ITEMS * fraction)
     counts = np.bincount(generated.user_idx, minlength=generated.n_users)
     assert counts.min() >= data.MIN_USER_RATINGS
-    # Power law on the item side: the most-rated item holds about its MovieLens-32M share.
+    # Power law on the item side: the most-rated item has about its MovieLens-32M share.
     top = np.bincount(generated.item_idx).max()
     assert 0.5 * data.TOP_ITEM_SHARE < top / generated.n_ratings < 2 * data.TOP_ITEM_SHARE
 

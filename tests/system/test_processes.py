@@ -113,7 +113,7 @@ def test_retrain_while_events_flow_loses_nothing(cluster, redis_client):
     snapshot = store.open()
 
     # Every user who rated during the run has a state refolded against version 2 that includes
-    # every pushed item version 2 knows.
+    # every pushed item in version 2.
     latest: dict[tuple[str, str], float] = {}
     for event in events:
         latest[(str(event.user_id), str(event.item_id))] = event.rating
@@ -128,7 +128,7 @@ def test_retrain_while_events_flow_loses_nothing(cluster, redis_client):
         known = {item for item in items if snapshot.item_index(item) is not None}
         assert known <= seen_ids, f"user {user_id} misses {sorted(known - seen_ids)[:5]}"
 
-    # Once the consumer stops, the database file holds every pushed rating exactly once.
+    # Once the consumer stops, the database file contains every pushed rating exactly once.
     processes.stop("ingest")
     with Database(settings.database_path, read_only=True) as database:
         data = database.ratings_arrays()
