@@ -24,6 +24,18 @@ TIMED_EPOCHS = 3
 FRESHNESS_RATE = 1000.0
 FRESHNESS_SECONDS = 5.0
 QUERY_CALLS = 2000
+STAGES = ("als", "retrain", "ingest", "freshness", "query")
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+    """Parse --stages: names from STAGES separated by commas, in any order."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in STAGES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"--stages: expected names from {','.join(STAGES)}, got {text!r}"
+        )
+    return names
 
 
 def add_parsers(subparsers) -> None:
@@ -35,6 +47,9 @@ def add_parsers(subparsers) -> None:
                        help="leave the generated ratings and genres as Parquet in DIR")
     bench.add_argument("--ingest-events", type=int, default=200_000, help="events of the ingest stage")
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
+    bench.add_argument("--stages", type=parse_stages, default=STAGES, metavar="LIST",
+                       help=f"comma-separated stages to run, of {','.join(STAGES)} (default: all); "
+                            "freshness and query also run the retrain, whose snapshot they serve")
     bench.add_argument("--keep-work", action="store_true",
                        help="keep the scratch directory (database, snapshots, process logs)")
     bench.set_defaults(handler=run_bench)
@@ -44,7 +59,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     n_ratings = data.parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     try:
-        report = bench(n_ratings, work, args.keep_data, args.ingest_events)
+        report = bench(n_ratings, work, args.keep_data, args.ingest_events, args.stages)
     finally:
         if args.keep_work:
             log.info("scratch directory kept path=%s", work)
@@ -57,8 +72,10 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def bench(n_ratings: int, work: Path, keep_data: Path | None, ingest_events: int) -> dict:
-    """Run every stage at n_ratings in the scratch directory `work`; return the report."""
+def bench(
+    n_ratings: int, work: Path, keep_data: Path | None, ingest_events: int, stages: tuple[str, ...] = STAGES
+) -> dict:
+    """Run the chosen stages at n_ratings in the scratch directory `work`; return the report."""
     report: dict = {"machine": machine()}
 
     started = time.perf_counter()
@@ -71,37 +88,45 @@ def bench(n_ratings: int, work: Path, keep_data: Path | None, ingest_events: int
     if keep_data is not None:
         data.write_parquet(synthetic, keep_data)
 
-    arrays_dir = work / "arrays"
-    als_stage.save_arrays(synthetic, arrays_dir)
-    report["als"] = []
-    for factors in (32, 64):
-        for use_genres in (True, False):
-            result = als_stage.time_epochs(arrays_dir, factors, use_genres, TIMED_EPOCHS)
-            log.info("als timed %s", result)
-            report["als"].append(result)
-    report["scaling"] = scaling(report["als"][0], n_ratings, work)
+    if "als" in stages:
+        arrays_dir = work / "arrays"
+        als_stage.save_arrays(synthetic, arrays_dir)
+        report["als"] = []
+        for factors in (32, 64):
+            for use_genres in (True, False):
+                result = als_stage.time_epochs(arrays_dir, factors, use_genres, TIMED_EPOCHS)
+                log.info("als timed %s", result)
+                report["als"].append(result)
+        shutil.rmtree(arrays_dir, ignore_errors=True)
+        report["scaling"] = scaling(report["als"][0], n_ratings, work)
 
     data_dir = work / "data"
-    fill_seconds = store_stage.fill_database(synthetic, Settings(data_dir=data_dir).database_path)
-    load = store_stage.time_load(Settings(data_dir=data_dir).database_path)
-    report["load"] = {**load, "fill_seconds": round(fill_seconds, 2)}
-    report["retrain"] = store_stage.time_retrain(data_dir, 32)
-    log.info("retrain timed %s", report["retrain"])
+    if {"retrain", "freshness", "query"} & set(stages):
+        fill_seconds = store_stage.fill_database(synthetic, Settings(data_dir=data_dir).database_path)
+        load = store_stage.time_load(Settings(data_dir=data_dir).database_path)
+        report["load"] = {**load, "fill_seconds": round(fill_seconds, 2)}
+        report["retrain"] = store_stage.time_retrain(data_dir, 32)
+        log.info("retrain timed %s", report["retrain"])
     n_users, n_items = synthetic.n_users, synthetic.n_items
     del synthetic
 
+    if not {"ingest", "freshness", "query"} & set(stages):
+        return report
     logs = work / "logs"
     logs.mkdir()
     with redis_server(work / "redis") as redis_url:
-        report["ingest"] = flow_stage.time_ingest(
-            work / "ingest", redis_url, ingest_events, n_users, n_items, logs / "ingest.log"
-        )
-        log.info("ingest timed %s", report["ingest"])
-        report["freshness"] = flow_stage.time_freshness(
-            data_dir, redis_url, FRESHNESS_RATE, FRESHNESS_SECONDS, n_users, n_items, logs
-        )
-        log.info("freshness timed %s", report["freshness"])
-        report["query"] = flow_stage.time_queries(data_dir, redis_url, n_users, n_items, QUERY_CALLS)
+        if "ingest" in stages:
+            report["ingest"] = flow_stage.time_ingest(
+                work / "ingest", redis_url, ingest_events, n_users, n_items, logs / "ingest.log"
+            )
+            log.info("ingest timed %s", report["ingest"])
+        if "freshness" in stages:
+            report["freshness"] = flow_stage.time_freshness(
+                data_dir, redis_url, FRESHNESS_RATE, FRESHNESS_SECONDS, n_users, n_items, logs
+            )
+            log.info("freshness timed %s", report["freshness"])
+        if "query" in stages:
+            report["query"] = flow_stage.time_queries(data_dir, redis_url, n_users, n_items, QUERY_CALLS)
     return report
 
 

@@ -1,5 +1,6 @@
 """The bench's synthetic data and the shape of its report, on tiny sizes."""
 
+import argparse
 import shutil
 
 import numpy as np
@@ -100,3 +101,20 @@ def test_bench_report_has_every_section(tmp_path, monkeypatch):
     assert {"events_per_second", "p50_ms", "p95_ms", "p99_ms"} <= set(report["freshness"])
     assert {"python_p50_ms", "python_p99_ms", "redis_p50_ms", "redis_p99_ms"} <= set(report["query"])
     assert (tmp_path / "kept" / "ratings.parquet").is_file()
+
+
+def test_parse_stages_names_the_unknown_stage():
+    assert bench_command.parse_stages("query, als") == ("query", "als")
+    with pytest.raises(argparse.ArgumentTypeError, match="'als,train'"):
+        bench_command.parse_stages("als,train")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_bench_runs_only_the_chosen_stages(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+
+    report = bench_command.bench(3_000, work, None, ingest_events=200, stages=("ingest",))
+
+    assert set(report) == {"machine", "data", "ingest"}
+    assert report["ingest"]["events"] == 200
