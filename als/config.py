@@ -39,11 +39,20 @@ class ALSConfig:
     a user with one rating gets a far weaker pull towards zero than one with hundreds.
     """
 
-    support_weight: float = 0.4
+    support_weight: float = 2.0
     """Weight of log(1 + rating count) of an item in its ranking score (never in a predicted rating).
 
     Rewards items many people rated, since a user is more likely to watch them. 0 ranks by the
     predicted rating alone.
+    """
+
+    support_half_count: float = 16.0
+    """Rating count r at which a user's support weight is half of support_weight.
+
+    A user with r ratings gets support_weight * r / (r + support_half_count) (see als.ranking).
+    The support term then counts fully for users with long histories and little for a visitor
+    with one or two ratings. That visitor's list follows their ratings instead of the most-rated
+    films. 0 gives every user the full weight.
     """
 
     epochs: int = 30
@@ -66,6 +75,9 @@ class ALSConfig:
             object.__setattr__(self, name, _require_positive(name, getattr(self, name)))
         object.__setattr__(self, "support_weight", _require_non_negative("support_weight", self.support_weight))
         object.__setattr__(
+            self, "support_half_count", _require_non_negative("support_half_count", self.support_half_count)
+        )
+        object.__setattr__(
             self, "reg_count_exponent", _require_non_negative("reg_count_exponent", self.reg_count_exponent)
         )
         if not isinstance(self.use_genres, bool):
@@ -86,8 +98,9 @@ class ALSConfig:
 
 
 # Fields added after snapshots were first published, with the value that matches how an older
-# snapshot was trained and ranked: no count scaling of the penalty and no support term.
-FIELDS_ADDED_LATER = {"reg_count_exponent": 0.0, "support_weight": 0.0}
+# snapshot was trained and ranked: no count scaling of the penalty, no support term, and the same
+# support weight for every user.
+FIELDS_ADDED_LATER = {"reg_count_exponent": 0.0, "support_weight": 0.0, "support_half_count": 0.0}
 
 
 def _require_int(name: str, value: object, *, minimum: int) -> int:

@@ -3,12 +3,23 @@
 A predicted rating is global_mean + b_m + c_n + u_m . v_n. The ranking score adds to that
 (without the global mean, the same for every item) a reward for the item's support:
 
-    score(m, n) = b_m + c_n + u_m . v_n + support_weight * log(1 + count_n)
+    score(m, n) = b_m + c_n + u_m . v_n + w_m * log(1 + count_n)
 
 where count_n is the number of training ratings of item n. An explicit-rating model predicts
 how much a user would like an item if they watched it, and ranks an item that two people rated
 five stars above one that two hundred rated four and a half; the support term estimates how likely
 the item is to be watched at all. Predicted ratings never include it.
+
+The weight w_m grows with the number of ratings r_m that user m has given:
+
+    w_m = support_weight * r_m / (r_m + support_half_count)
+
+With support_half_count = 0 every user gets support_weight. Otherwise a user with a long history,
+whose factors are well determined, gets nearly the full weight. A visitor with one or two ratings
+gets little, so their ranking follows those ratings. Under a single weight, the most-rated
+films would fill the top of every such visitor's list. A user with no ratings has no factors and
+gets w_m = 0, a ranking by item bias alone: the films rated highest once their bias is shrunk
+towards zero by reg_bias.
 """
 
 from __future__ import annotations
@@ -53,21 +64,43 @@ def predict(model: ALSModel, user_idx: np.ndarray, item_idx: np.ndarray) -> np.n
     return scores
 
 
+def support_weights(support_weight: float, support_half_count: float, user_rating_count) -> np.ndarray:
+    """Return w_m = support_weight * r_m / (r_m + support_half_count) for each user's count r_m.
+
+    `user_rating_count` is a number or an array of counts; the result is float64 of its shape.
+    A half count of 0 gives every user the full weight, except that a count of 0 gives 0 whenever
+    support_half_count is positive. Raises ValueError for a negative count.
+    """
+    counts = np.asarray(user_rating_count, dtype=np.float64)
+    if counts.size and counts.min() < 0:
+        raise ValueError(f"user_rating_count: must be >= 0, got {counts.min():g}")
+    if support_half_count == 0.0:
+        return np.full(counts.shape, float(support_weight))
+    return support_weight * counts / (counts + support_half_count)
+
+
+def item_support(item_rating_count: np.ndarray) -> np.ndarray:
+    """Return log(1 + count_n) as float64: the support of every item, before a user's weight."""
+    return np.log1p(np.asarray(item_rating_count, np.float64))
+
+
 def ranking_scores(
     user_bias: float | np.ndarray,
     user_factors: np.ndarray,
     item_bias: np.ndarray,
     item_factors: np.ndarray,
     item_rating_count: np.ndarray,
-    support_weight: float,
+    support_weight: float | np.ndarray,
     *,
-    offsets: np.ndarray | None = None,
+    support: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Return the ranking score b_m + c_n + u_m . v_n + support_weight * log(1 + count_n).
+    """Return the ranking score b_m + c_n + u_m . v_n + w_m * log(1 + count_n).
 
-    For one user (user_factors of shape (K,), user_bias a number) the result is float64 (N,).
-    For a block of users (user_factors (B, K), user_bias (B,)) it is float32 (B, N), to keep
-    a block of a large catalogue in memory. Raises ValueError when the shapes do not fit.
+    For one user (user_factors of shape (K,), user_bias and support_weight numbers) the result is
+    float64 (N,). For a block of users (user_factors (B, K), user_bias (B,), support_weight a
+    number or (B,) per-user weights from support_weights) it is float32 (B, N), to keep a block of
+    a large catalogue in memory. `support` is item_support(item_rating_count), for callers that
+    serve many queries and compute it once. Raises ValueError when the shapes do not fit.
     """
     n_items = item_factors.shape[0]
     if item_bias.shape != (n_items,) or item_rating_count.shape != (n_items,):
@@ -80,30 +113,34 @@ def ranking_scores(
             f"user_factors: must have shape (K,) or (B, K) with K={item_factors.shape[1]}, "
             f"got {user_factors.shape}"
         )
+    weights = np.asarray(support_weight, np.float64)
+    n_users = 1 if user_factors.ndim == 1 else user_factors.shape[0]
+    if weights.ndim > 1 or (weights.ndim == 1 and (user_factors.ndim == 1 or weights.shape[0] != n_users)):
+        raise ValueError(
+            f"support_weight: must be a number or one weight per user ({n_users}), got shape {weights.shape}"
+        )
 
-    if offsets is None:
-        offsets = item_offsets(item_bias, item_rating_count, support_weight)
+    if support is None:
+        support = item_support(item_rating_count)
     # The dot products run in float32, the precision of the stored factors: converting the item
     # factors to float64 would copy the whole table on every call.
     item_factors = np.asarray(item_factors, np.float32)
     if user_factors.ndim == 1:
         scores = (item_factors @ np.asarray(user_factors, np.float32)).astype(np.float64)
-        scores += offsets
+        scores += item_bias
+        if weights != 0.0:
+            scores += float(weights) * support
         scores += float(user_bias)
         return scores
     scores = np.asarray(user_factors, np.float32) @ item_factors.T
-    scores += offsets.astype(np.float32)
+    scores += np.asarray(item_bias, np.float32)
+    if weights.ndim == 0:
+        if weights != 0.0:
+            scores += (float(weights) * support).astype(np.float32)
+    else:
+        scores += weights.astype(np.float32)[:, np.newaxis] * support.astype(np.float32)
     scores += np.asarray(user_bias, np.float32)[:, np.newaxis]
     return scores
-
-
-def item_offsets(item_bias: np.ndarray, item_rating_count: np.ndarray, support_weight: float) -> np.ndarray:
-    """Return c_n + support_weight * log(1 + count_n) as float64: the part of the ranking score
-    that is the same for every user, so a caller serving many queries computes it once."""
-    offsets = np.asarray(item_bias, dtype=np.float64).copy()
-    if support_weight != 0.0:
-        offsets += support_weight * np.log1p(np.asarray(item_rating_count, np.float64))
-    return offsets
 
 
 def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> np.ndarray:

@@ -41,7 +41,7 @@ class _Served:
     genre_index: dict[str, int]
     item_genre_matrix: np.ndarray  # bool (N, G): item n has genre k
     unit_item_factors: np.ndarray  # float32 (N, K): v_n / |v_n|, zero rows stay zero
-    item_offsets: np.ndarray  # float64 (N,): the user-independent part of the ranking score
+    item_support: np.ndarray  # float64 (N,): log(1 + count_n), the support of every item
 
 
 @dataclass(frozen=True)
@@ -374,24 +374,24 @@ def _load(store: SnapshotStore, version: int | None) -> _Served:
         genre_index={name: k for k, name in enumerate(snapshot.genre_names.tolist())},
         item_genre_matrix=item_genre_matrix,
         unit_item_factors=unit_item_factors,
-        item_offsets=als.item_offsets(
-            snapshot.item_bias, snapshot.item_rating_count, config.support_weight
-        ),
+        item_support=als.item_support(snapshot.item_rating_count),
     )
 
 
 def _rank(served: _Served, user: _UserVector, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the `n` best allowed item_idx and their ranking scores, best first.
 
-    The score is als.ranking_scores (b_m + c_n + u_m.v_n plus the snapshot's support term);
-    a user without factors counts as u_m = 0. Ties go to the lower item_idx because candidates
-    stay in ascending order.
+    The score is als.ranking_scores (b_m + c_n + u_m.v_n plus the support term, weighted by the
+    number of items the user rated); a user without factors counts as u_m = 0. Ties go to the
+    lower item_idx because candidates stay in ascending order.
     """
     snapshot = served.snapshot
+    config = served.config
     factors = user.factors if user.factors is not None else np.zeros(snapshot.item_factors.shape[1], np.float32)
+    weight = float(als.support_weights(config.support_weight, config.support_half_count, len(user.seen_idx)))
     scores = als.ranking_scores(
         user.bias, factors, snapshot.item_bias, snapshot.item_factors,
-        snapshot.item_rating_count, served.config.support_weight, offsets=served.item_offsets,
+        snapshot.item_rating_count, weight, support=served.item_support,
     )
     candidates = np.flatnonzero(allowed)
     best = candidates[als.top_n(scores[candidates], n)]

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 HYPERPARAMETERS = {
     "factors": int, "reg_factors": float, "reg_bias": float, "reg_genre": float,
-    "reg_count_exponent": float, "support_weight": float, "epochs": int,
+    "reg_count_exponent": float, "support_weight": float, "support_half_count": float, "epochs": int,
 }
 
 

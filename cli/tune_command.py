@@ -21,7 +21,7 @@ def add_parsers(subparsers) -> None:
         "tune",
         help="grid-search hyperparameters on a validation part of --train, print the table",
         description="Hold out part of the training ratings, train one model per grid point on the "
-        "rest and score every support weight on the held-out part (never on a test file). The "
+        "rest and score every support weight and half count on the held-out part (never on a test file). The "
         "chosen row has the best NDCG@10 among those within --rmse-tolerance of the best RMSE "
         "whose one-rating visitors get genre-coherent lists (--min-visitor-jaccard).",
     )
@@ -37,6 +37,7 @@ def add_parsers(subparsers) -> None:
         help="comma-separated reg_count_exponent:reg_factors pairs, e.g. 0:11,0.5:1.4",
     )
     parser.add_argument("--support-weights", type=_float_list, default=None, help="comma-separated list")
+    parser.add_argument("--support-half-counts", type=_float_list, default=None, help="comma-separated list")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model")
     parser.add_argument("--rmse-tolerance", type=float, default=0.005, help="allowed RMSE above the best")
     parser.add_argument("--min-visitor-jaccard", type=float, default=tune.MIN_VISITOR_JACCARD,
@@ -56,13 +57,18 @@ def run_tune(args: argparse.Namespace, settings: Settings) -> int:
             grid[name] = getattr(args, name)
     penalties = args.penalties if args.penalties is not None else tune.DEFAULT_PENALTIES
     weights = args.support_weights if args.support_weights is not None else tune.DEFAULT_SUPPORT_WEIGHTS
+    half_counts = (
+        args.support_half_counts if args.support_half_counts is not None else tune.DEFAULT_SUPPORT_HALF_COUNTS
+    )
 
     train = load_training_data(args.train, args.movies)
     validation = tune.validation_split(train, args.validation_fraction, args.seed)
     configs = tune.grid_configs(base, penalties, grid)
-    log.info("tune started models=%d support_weights=%d validation_ratings=%d",
-             len(configs), len(weights), len(validation.test_rating))
-    rows = tune.search(validation, configs, weights, rating_min=settings.rating_min, rating_max=settings.rating_max)
+    log.info("tune started models=%d support_weights=%d support_half_counts=%d validation_ratings=%d",
+             len(configs), len(weights), len(half_counts), len(validation.test_rating))
+    rows = tune.search(
+        validation, configs, weights, half_counts, rating_min=settings.rating_min, rating_max=settings.rating_max
+    )
     chosen = tune.choose(rows, args.rmse_tolerance, args.min_visitor_jaccard)
 
     if args.plot is not None:

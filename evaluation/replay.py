@@ -115,7 +115,10 @@ class _Replayer:
         user_factors = np.zeros((1, self.model.factors), np.float32) if factors is None else factors[np.newaxis]
         list_idx, _ = top_n_lists(
             np.array([bias], np.float32), user_factors, self.model.item_bias, self.model.item_factors,
-            [seen], self.top_n, item_rating_count=self.counts, support_weight=self.config.support_weight,
+            [seen], self.top_n, item_rating_count=self.counts,
+            support_weight=als.support_weights(
+                self.config.support_weight, self.config.support_half_count, [len(seen)]
+            ),
         )
         return list_idx[0][list_idx[0] >= 0]
 

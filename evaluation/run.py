@@ -141,20 +141,28 @@ def item_rating_count(data: RatingsData) -> np.ndarray:
 
 
 def model_ranking(
-    model: als.ALSModel, config: als.ALSConfig, counts: np.ndarray
+    model: als.ALSModel, config: als.ALSConfig, data: RatingsData
 ) -> Callable[[int], np.ndarray]:
     """Return score_user(user_idx): the ranking score of every item, as the query module ranks.
 
-    An unknown user (-1) has bias 0 and factors 0.
+    Item supports and user weights come from the training ratings in `data`. An unknown user
+    (-1) has bias 0, factors 0 and no ratings.
     """
     no_factors = np.zeros(model.factors, np.float32)
+    counts = item_rating_count(data)
+    support = als.item_support(counts)
+    user_counts = np.bincount(data.user_idx, minlength=data.n_users)
+    weights = als.support_weights(config.support_weight, config.support_half_count, user_counts)
+    unknown_weight = float(als.support_weights(config.support_weight, config.support_half_count, 0))
 
     def score_user(user_idx: int) -> np.ndarray:
         known = user_idx >= 0
         return als.ranking_scores(
             float(model.user_bias[user_idx]) if known else 0.0,
             model.user_factors[user_idx] if known else no_factors,
-            model.item_bias, model.item_factors, counts, config.support_weight,
+            model.item_bias, model.item_factors, counts,
+            float(weights[user_idx]) if known else unknown_weight,
+            support=support,
         )
 
     return score_user
@@ -221,7 +229,7 @@ def evaluate(data: EvaluationData, config: als.ALSConfig, rating_min: float, rat
     result["rmse_cold_items"] = als.rmse(predictions[cold], data.test_rating[cold]) if cold.any() else float("nan")
     cases = top_n_cases(data)
 
-    result.update(top_n_metrics(cases, model_ranking(model, config, counts), candidates))
+    result.update(top_n_metrics(cases, model_ranking(model, config, train), candidates))
     popularity = counts.astype(np.float64)
     baseline = top_n_metrics(cases, lambda user_idx: popularity, candidates)
     result["popularity"] = {key: value for key, value in baseline.items() if not key.startswith("coverage")}

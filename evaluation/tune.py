@@ -1,8 +1,8 @@
 """Hyperparameter search scored on a validation part carved out of the training ratings.
 
 The test file is never read here. Each grid point trains one model on the fitting part; every
-support weight is then scored on the same model, since the support term only changes the
-ranking. A row of the result is one (grid point, support weight).
+pair of support weight and support half count is then scored on the same model, since the
+support term only changes the ranking. A row of the result is one (grid point, support pair).
 
 Three numbers are measured per row on the validation part:
 
@@ -49,21 +49,23 @@ DEFAULT_PENALTIES = (
     (1.0, 0.1), (1.0, 0.2),
 )
 DEFAULT_GRID = {"factors": (48,), "reg_bias": (3.0, 10.0), "reg_genre": (5.0,)}
-DEFAULT_SUPPORT_WEIGHTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+DEFAULT_SUPPORT_WEIGHTS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0)
+DEFAULT_SUPPORT_HALF_COUNTS = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 # Items a one-rating visitor is simulated for: the most-rated ones that have genres.
 VISITOR_ITEMS = 20
 
-# Lowest mean genre Jaccard similarity of one-rating visitors' lists that choose accepts. On
-# ml-latest-small, rows at or above 0.42 gave a visitor who rated only Toy Story five stars a
-# list of mostly children's and animated films; rows near 0.25 gave the same popular dramas to
-# every visitor. Other catalogues, with other genre vocabularies, may need another value.
-MIN_VISITOR_JACCARD = 0.42
+# Lowest mean genre Jaccard similarity of one-rating visitors' lists that choose accepts: on
+# average, a visitor's films share at least half their genres with the film the visitor rated.
+# On ml-latest-small, a visitor who rated only Toy Story five stars got 4 to 6 children's or
+# animated films out of 10 from rows near 0.42, and 8 or 9 from the chosen row at 0.54. Rows near
+# 0.25 gave every visitor the same popular dramas. Other catalogues may need another value.
+MIN_VISITOR_JACCARD = 0.5
 
 
 @dataclass(frozen=True)
 class TuneRow:
-    """One scored setting: the config (support weight included) and its validation numbers."""
+    """One scored setting: the config (support settings included) and its validation numbers."""
 
     config: als.ALSConfig
     rmse: float
@@ -116,12 +118,17 @@ def search(
     validation: EvaluationData,
     configs: Sequence[als.ALSConfig],
     support_weights: Sequence[float] = DEFAULT_SUPPORT_WEIGHTS,
+    support_half_counts: Sequence[float] = DEFAULT_SUPPORT_HALF_COUNTS,
     *,
     rating_min: float,
     rating_max: float,
     progress: bool = True,
 ) -> list[TuneRow]:
-    """Train each config on validation.train and score it with every support weight."""
+    """Train each config on validation.train and score it with every support weight and half count.
+
+    With a support weight of 0 the half count changes nothing, so only the first half count is
+    scored for it.
+    """
     fit = validation.train
     counts = item_rating_count(fit)
     candidates = counts > 0
@@ -132,9 +139,13 @@ def search(
     for config in tqdm(configs, desc="tune", unit="model", disable=not progress):
         model = train_on(fit, config)
         rmse = als.rmse(clipped_predictions(model, validation, rating_min, rating_max), validation.test_rating)
-        for weight in support_weights:
-            weighted = dataclasses.replace(config, support_weight=weight)
-            top_n = top_n_metrics(cases, model_ranking(model, weighted, counts), candidates)
+        pairs = [
+            (weight, half_count) for weight in support_weights for half_count in support_half_counts
+            if weight != 0.0 or half_count == support_half_counts[0]
+        ]
+        for weight, half_count in pairs:
+            weighted = dataclasses.replace(config, support_weight=weight, support_half_count=half_count)
+            top_n = top_n_metrics(cases, model_ranking(model, weighted, fit), candidates)
             row = TuneRow(
                 config=weighted,
                 rmse=rmse,
@@ -191,9 +202,8 @@ def visitor_genre_jaccard(
     similarities = []
     for item_idx in visitor_items.tolist():
         bias, factors = als.fold_in(np.array([item_idx]), np.array([rating], np.float32), model, config)
-        scores = als.ranking_scores(
-            bias, factors, model.item_bias, model.item_factors, counts, config.support_weight
-        )
+        weight = float(als.support_weights(config.support_weight, config.support_half_count, 1))
+        scores = als.ranking_scores(bias, factors, model.item_bias, model.item_factors, counts, weight)
         ranked = als.top_n(scores, n, exclude=np.array([item_idx]))
         rated = genre_sets[item_idx]
         similarities.extend(len(rated & genre_sets[i]) / len(rated | genre_sets[i]) for i in ranked.tolist())
@@ -213,7 +223,9 @@ def _genre_sets(data: RatingsData) -> list[frozenset[int]]:
 
 
 # Config fields that tell the rows of a search apart, in the order they are printed.
-SETTING_NAMES = ("factors", "reg_factors", "reg_count_exponent", "reg_bias", "reg_genre", "support_weight")
+SETTING_NAMES = (
+    "factors", "reg_factors", "reg_count_exponent", "reg_bias", "reg_genre", "support_weight", "support_half_count",
+)
 
 
 def _settings_text(config: als.ALSConfig) -> str:
@@ -222,13 +234,16 @@ def _settings_text(config: als.ALSConfig) -> str:
 
 def format_table(rows: Sequence[TuneRow], chosen: TuneRow | None = None) -> str:
     """Return the rows as a fixed-width text table, the chosen one marked with '*'."""
-    headers = ("", "factors", "reg_f", "exp", "reg_b", "reg_g", "support", "rmse", "ndcg@10", "recall@10", "visitor")
+    headers = (
+        "", "factors", "reg_f", "exp", "reg_b", "reg_g", "support", "half", "rmse", "ndcg@10", "recall@10", "visitor",
+    )
     lines = [" ".join(f"{h:>9}" for h in headers)]
     for row in rows:
         c = row.config
         cells = (
             "*" if row is chosen else "", f"{c.factors}", f"{c.reg_factors:g}", f"{c.reg_count_exponent:g}",
-            f"{c.reg_bias:g}", f"{c.reg_genre:g}", f"{c.support_weight:g}", f"{row.rmse:.4f}",
+            f"{c.reg_bias:g}", f"{c.reg_genre:g}", f"{c.support_weight:g}", f"{c.support_half_count:g}",
+            f"{row.rmse:.4f}",
             f"{row.ndcg_at_10:.4f}", f"{row.recall_at_10:.4f}", f"{row.visitor_genre_jaccard:.3f}",
         )
         lines.append(" ".join(f"{cell:>9}" for cell in cells))

@@ -19,14 +19,15 @@ def top_n_lists(
     n: int,
     *,
     item_rating_count: np.ndarray,
-    support_weight: float,
+    support_weight: float | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank every item for each user and keep the best `n` unseen ones.
 
-    The score is als.ranking_scores: b_m + c_n + u_m . v_n + support_weight * log(1 + count_n),
-    with count_n from item_rating_count. `seen[i]` contains the item indices user i has rated, which are left out. Returns (indices,
-    scores), both of shape (users, min(n, items)); a row with fewer candidates than `n` is padded
-    with index -1 and score -inf.
+    The score is als.ranking_scores: b_m + c_n + u_m . v_n + w_m * log(1 + count_n), with count_n
+    from item_rating_count and w_m the support_weight, one number for every user or one per user
+    (als.support_weights). `seen[i]` contains the item indices user i has rated, which are left
+    out. Returns (indices, scores), both of shape (users, min(n, items)); a row with fewer
+    candidates than `n` is padded with index -1 and score -inf.
     """
     n_users = user_factors.shape[0]
     n_items = item_factors.shape[0]
@@ -38,9 +39,10 @@ def top_n_lists(
 
     for start in range(0, n_users, USERS_PER_BLOCK):
         stop = min(start + USERS_PER_BLOCK, n_users)
+        weights = support_weight if np.ndim(support_weight) == 0 else support_weight[start:stop]
         block = als.ranking_scores(
             user_bias[start:stop], user_factors[start:stop], item_bias, item_factors,
-            item_rating_count, support_weight,
+            item_rating_count, weights,
         )
         for row, user in enumerate(range(start, stop)):
             if len(seen[user]):

@@ -52,7 +52,10 @@ def refold_users(
     biases, factors = als.fold_in_many(indptr, item_idx, ratings, model, config)
     list_idx, list_scores = top_n_lists(
         biases, factors, model.item_bias, model.item_factors, item_rows, top_n,
-        item_rating_count=item_rating_count, support_weight=config.support_weight,
+        item_rating_count=item_rating_count,
+        support_weight=als.support_weights(
+            config.support_weight, config.support_half_count, [len(row) for row in item_rows]
+        ),
     )
     return RefoldedUsers(biases, factors, item_rows, list_idx, list_scores)
 

@@ -119,7 +119,7 @@ def write_all_lists(
 ) -> int:
     """Write every snapshot user's factors and top-N list, guarded by (version, watermark)."""
     snapshot = SnapshotStore(settings.snapshots_dir).open(version)
-    support_weight = als.ALSConfig.from_stored(snapshot.hyperparameters).support_weight
+    config = als.ALSConfig.from_stored(snapshot.hyperparameters)
     n_users = len(snapshot.user_ids)
     written = 0
     for start in range(0, n_users, USERS_PER_WRITE):
@@ -128,7 +128,10 @@ def write_all_lists(
         list_idx, list_scores = top_n_lists(
             snapshot.user_bias[start:stop], snapshot.user_factors[start:stop],
             snapshot.item_bias, snapshot.item_factors, seen, settings.top_n,
-            item_rating_count=snapshot.item_rating_count, support_weight=support_weight,
+            item_rating_count=snapshot.item_rating_count,
+            support_weight=als.support_weights(
+                config.support_weight, config.support_half_count, np.diff(snapshot.seen_indptr[start:stop + 1])
+            ),
         )
         written += write_users(
             connection, snapshot,

@@ -114,6 +114,8 @@ def test_config_rejects_negative_count_exponent():
         als.ALSConfig(reg_count_exponent=-1)
     with pytest.raises(ValueError, match="support_weight: must be >= 0 and finite, got -0.5"):
         als.ALSConfig(support_weight=-0.5)
+    with pytest.raises(ValueError, match="support_half_count: must be >= 0 and finite, got -2"):
+        als.ALSConfig(support_half_count=-2)
 
 
 def test_config_from_stored_keeps_older_models_unscaled():
@@ -121,6 +123,7 @@ def test_config_from_stored_keeps_older_models_unscaled():
     config = als.ALSConfig.from_stored(stored)
     assert config.reg_count_exponent == 0.0
     assert config.support_weight == 0.0
+    assert config.support_half_count == 0.0
     assert config.reg_factors == 11.0
     current = als.ALSConfig(support_weight=0.3, reg_count_exponent=0.75)
     assert als.ALSConfig.from_stored(current.to_dict()) == current

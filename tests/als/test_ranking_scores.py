@@ -64,6 +64,33 @@ def test_ranking_scores_float32_matches_float64_reference():
     scores = als.ranking_scores(0.2, user, item_bias, item_factors, counts, 0.4)
     np.testing.assert_allclose(scores, reference, rtol=0, atol=1e-5)
 
-    offsets = als.item_offsets(item_bias, counts, 0.4)
-    with_offsets = als.ranking_scores(0.2, user, item_bias, item_factors, counts, 0.4, offsets=offsets)
-    np.testing.assert_array_equal(with_offsets, scores)
+    support = als.item_support(counts)
+    with_support = als.ranking_scores(0.2, user, item_bias, item_factors, counts, 0.4, support=support)
+    np.testing.assert_array_equal(with_support, scores)
+
+
+def test_support_weight_grows_with_rating_count():
+    weights = als.support_weights(0.6, 4.0, np.array([0, 1, 4, 12, 1000]))
+
+    np.testing.assert_allclose(weights, [0.0, 0.6 / 5, 0.3, 0.6 * 12 / 16, 0.6 * 1000 / 1004])
+    np.testing.assert_array_equal(als.support_weights(0.6, 0.0, np.array([0, 3])), [0.6, 0.6])
+    with pytest.raises(ValueError, match="user_rating_count: must be >= 0, got -1"):
+        als.support_weights(0.6, 4.0, np.array([2, -1]))
+
+
+def test_block_scores_use_per_user_weights():
+    rng = np.random.default_rng(5)
+    item_factors = rng.normal(0, 0.5, (300, 8)).astype(np.float32)
+    item_bias = rng.normal(0, 0.3, 300).astype(np.float32)
+    counts = rng.integers(0, 500, 300)
+    users = rng.normal(0, 0.5, (3, 8)).astype(np.float32)
+    biases = np.array([0.1, -0.2, 0.3], np.float32)
+    weights = np.array([0.0, 0.25, 0.8])
+
+    block = als.ranking_scores(biases, users, item_bias, item_factors, counts, weights)
+
+    for row in range(3):
+        single = als.ranking_scores(float(biases[row]), users[row], item_bias, item_factors, counts, weights[row])
+        np.testing.assert_allclose(block[row], single, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match=r"support_weight: must be a number or one weight per user \(3\)"):
+        als.ranking_scores(biases, users, item_bias, item_factors, counts, weights[:2])

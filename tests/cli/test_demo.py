@@ -31,4 +31,5 @@ def test_demo_shows_every_step(tmp_path):
         r"visitor with no ratings\)", out, re.MULTILINE,
     )
     assert family is not None, out
+    assert int(family.group(1)) >= 6, out
     assert int(family.group(1)) > int(family.group(2)), out

@@ -86,8 +86,11 @@ def test_top_n_cases_of_the_tiny_split(tiny_split):
 
 def test_evaluate_a_model_that_learns_nothing(tiny_split):
     # Penalties so large that every bias and factor stays at 0: the prediction is the global
-    # mean 3.6 for every row, and with support_weight the ranking is by training count.
-    config = als.ALSConfig(factors=2, reg_factors=1e9, reg_bias=1e9, epochs=2, support_weight=1.0)
+    # mean 3.6 for every row, and with one support weight for all users the ranking is by
+    # training count.
+    config = als.ALSConfig(
+        factors=2, reg_factors=1e9, reg_bias=1e9, epochs=2, support_weight=1.0, support_half_count=0.0
+    )
     result = evaluate(tiny_split, config, 0.5, 5.0)
 
     truth = np.array([4.5, 4.0, 4.0, 2.0, 5.0])

@@ -66,15 +66,21 @@ def test_grid_configs_combine_penalty_pairs_with_the_grid():
     ]
 
 
-def test_search_scores_every_support_weight_on_one_model(train):
+def test_search_scores_every_support_pair_on_one_model(train):
     validation = tune.validation_split(train, fraction=0.25, seed=0)
     configs = tune.grid_configs(als.ALSConfig(factors=2, epochs=3), [(0.5, 1.0)], {})
-    rows = tune.search(validation, configs, [0.0, 0.5], rating_min=0.5, rating_max=5.0, progress=False)
-    assert [row.config.support_weight for row in rows] == [0.0, 0.5]
-    assert rows[0].rmse == rows[1].rmse  # the support term never changes a prediction
+    rows = tune.search(
+        validation, configs, [0.0, 0.5], [0.0, 4.0], rating_min=0.5, rating_max=5.0, progress=False
+    )
+    # A weight of 0 makes the half count irrelevant, so it is scored once.
+    assert [(row.config.support_weight, row.config.support_half_count) for row in rows] == [
+        (0.0, 0.0), (0.5, 0.0), (0.5, 4.0),
+    ]
+    assert len({row.rmse for row in rows}) == 1  # the support term never changes a prediction
     for row in rows:
         assert 0.0 <= row.ndcg_at_10 <= 1.0 and 0.0 <= row.visitor_genre_jaccard <= 1.0
-    assert "support" in tune.format_table(rows, rows[1]).splitlines()[0]
+    header = tune.format_table(rows, rows[1]).splitlines()[0]
+    assert "support" in header and "half" in header
 
 
 def test_write_svg_draws_one_dot_per_row_and_rings_the_choice(tmp_path: Path):
