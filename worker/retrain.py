@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 import als
 from store import keys
-from store.database import Database, RatingsData, read_export
+from store.database import Database, RatingsData, export_items_path, read_export
 from store.errors import DatabaseLockedError
 from store.exports import request_export, request_refold
 from store.settings import Settings
@@ -47,7 +47,13 @@ def load_ratings(settings: Settings, connection: redis.Redis | None) -> RatingsD
             raise
         log.info("database held by the ingest consumer, requesting an export")
     path, _ = request_export(connection, timeout=EXPORT_TIMEOUT_SECONDS)
-    return read_export(path)
+    try:
+        return read_export(path)
+    finally:
+        # The arrays are in memory now, and every retrain asks for a fresh export.
+        for exported in (path, export_items_path(path)):
+            exported.unlink(missing_ok=True)
+        log.info("export removed path=%s", path)
 
 
 def train_model(data: RatingsData, config: als.ALSConfig, progress: Progress) -> als.ALSModel:

@@ -99,3 +99,27 @@ def test_training_rmse_matches_unchunked(tiny_catalogue, monkeypatch):
 
     monkeypatch.setattr(retrain, "RMSE_CHUNK_RATINGS", 4)
     assert retrain.training_rmse(model, data, catalogue.settings) == pytest.approx(expected, rel=1e-9)
+
+
+def test_export_read_by_a_retrain_is_removed(tiny_catalogue, monkeypatch, tmp_path):
+    from store.database import Database, export_items_path
+    from store.errors import DatabaseLockedError
+    from worker import retrain
+
+    catalogue = tiny_catalogue([("1", "1", 4.0, 1000), ("2", "2", 3.5, 1001)])
+    export = tmp_path / "exports" / "ratings-00000001.parquet"
+    with Database(catalogue.settings.database_path) as database:
+        database.export_ratings(export)
+
+    class LockedDatabase:
+        def __init__(self, *args, **kwargs):
+            raise DatabaseLockedError("held by the ingest consumer")
+
+    monkeypatch.setattr(retrain, "Database", LockedDatabase)
+    monkeypatch.setattr(retrain, "request_export", lambda connection, timeout: (export, 1))
+
+    data = retrain.load_ratings(catalogue.settings, connection=object())
+
+    assert data.nnz == 2
+    assert not export.exists()
+    assert not export_items_path(export).exists()
