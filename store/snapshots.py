@@ -238,7 +238,8 @@ class SnapshotStore:
     def publish(self, data: SnapshotData) -> int:
         """Write `data` as the next version, make it CURRENT and return its number.
 
-        The next version is one above the highest published one. Publishers serialise on a lock
+        The next version is one above the highest published one. A temporary directory left by a
+        publish that crashed is deleted first. Publishers serialise on a lock
         file, so two processes never get the same number and CURRENT never moves backwards
         between them. Raises SnapshotError when the arrays are inconsistent or not finite; nothing
         is written then.
@@ -262,6 +263,7 @@ class SnapshotStore:
             raise SnapshotError(f"manifest: hyperparameters and metrics must be plain JSON: {exc}") from None
 
         with self._lock():
+            self._remove_leftovers()
             tmp_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.snapshots_dir))
             entries = {name: _write_array(tmp_dir, name, array) for name, array in arrays.items()}
 
@@ -343,13 +345,7 @@ class SnapshotStore:
             return []
 
         with self._lock():
-            # Publishers hold the lock for the whole write, so any temporary directory seen while
-            # holding it is left over from a publish that crashed.
-            for entry in self.snapshots_dir.iterdir():
-                if entry.name.startswith(TMP_PREFIX) and entry.is_dir():
-                    shutil.rmtree(entry)
-                    log.info("snapshot temporary directory removed path=%s", entry)
-
+            self._remove_leftovers()
             available = self.versions()
             kept = set(available[-keep:])
             current = self.current_version()
@@ -364,6 +360,17 @@ class SnapshotStore:
         return deleted
 
     # Helpers
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary directories of publishes that crashed; call with the lock held.
+
+        Publishers hold the lock for the whole write, so a temporary directory seen while holding
+        it belongs to no running publish.
+        """
+        for entry in self.snapshots_dir.iterdir():
+            if entry.name.startswith(TMP_PREFIX) and entry.is_dir():
+                shutil.rmtree(entry)
+                log.info("snapshot temporary directory removed path=%s", entry)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

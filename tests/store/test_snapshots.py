@@ -161,6 +161,19 @@ def test_crashed_publish_leaves_only_tmp_dir(tmp_path: Path, monkeypatch) -> Non
     assert store.publish(make_snapshot_data(watermark=3)) == 2
 
 
+def test_next_publish_removes_crashed_tmp_dir(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.publish(make_snapshot_data(watermark=1))
+    crashed = tmp_path / ".tmp-publish-crashed"
+    crashed.mkdir()
+    (crashed / "user_factors.npy").write_bytes(b"partial")
+
+    assert store.publish(make_snapshot_data(watermark=2)) == 2
+
+    assert not crashed.exists()
+    assert store.versions() == [1, 2]
+
+
 def test_verify_detects_corrupt_file(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     store.publish(make_snapshot_data())
