@@ -205,20 +205,21 @@ def test_redis_error_retried(settings, redis_client, db, refresh, monkeypatch, c
     RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
     consumer = make_consumer(settings, redis_client, db, refresh)
     stop = threading.Event()
-    real_xreadgroup = redis_client.xreadgroup
+    pool = redis_client.connection_pool
+    real_get_connection = pool.get_connection
     failures = []
 
-    def flaky_xreadgroup(*args, **kwargs):
+    def flaky_get_connection(*args, **kwargs):
         if len(failures) < 2:
             failures.append(1)
             raise redis.ConnectionError("connection reset")
-        return real_xreadgroup(*args, **kwargs)
+        return real_get_connection(*args, **kwargs)
 
     def refresh_then_stop(user_ratings, seq):
         refresh(user_ratings, seq)
         stop.set()
 
-    monkeypatch.setattr(redis_client, "xreadgroup", flaky_xreadgroup)
+    monkeypatch.setattr(pool, "get_connection", flaky_get_connection)
     consumer.enqueue_refresh = refresh_then_stop
     with caplog.at_level(logging.WARNING, logger="ingest.consumer"):
         worker = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
