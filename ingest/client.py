@@ -93,7 +93,7 @@ class RatingClient:
             connection.send_packed_command([packed])
             replies = [connection.read_response() for _ in chunk]
         except BaseException:
-            # Replies left unread would be taken as the answers to the next command.
+            # Replies left unread would be read as the replies to the next command.
             connection.disconnect()
             raise
         finally:

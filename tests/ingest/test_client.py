@@ -84,7 +84,7 @@ def test_push_many_error_reply_leaves_connection_usable(redis_client: redis.Redi
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         client.push_many([{"user_id": "u", "item_id": str(n), "rating": 3.0} for n in range(3)])
 
-    # No reply of the failed chunk may be read as the answer to a later command.
+    # No reply of the failed chunk may be read as the reply to a later command.
     redis_client.delete(EVENTS_STREAM)
     assert redis_client.ping() is True
     stream_ids = client.push_many([{"user_id": "u", "item_id": "1", "rating": 3.0}])
