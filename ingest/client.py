@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from itertools import chain
 from typing import Any
 
-import hiredis
 import redis
 
 from ingest.events import (
@@ -17,6 +16,7 @@ from ingest.events import (
     is_plain_timestamp,
     validate_event,
 )
+from ingest.packed import send_packed
 from store.keys import EVENTS_STREAM
 
 # Events sent per pipeline round trip by push_many.
@@ -78,27 +78,10 @@ class RatingClient:
         return stream_ids
 
     def _send(self, chunk: list[dict[str, str]]) -> list[str]:
-        """Send one XADD per event in a single write and return the entry ids, in order.
-
-        This is what a redis-py pipeline does, without its per-argument encoding in Python,
-        which cost more than validating the events. hiredis packs each command in C.
-        """
+        """Send one XADD per event in a single write and return the entry ids, in order."""
         prefix = ("XADD", self.stream, "*")
-        packed = b"".join(
-            [hiredis.pack_command((*prefix, *chain.from_iterable(fields.items()))) for fields in chunk]
-        )
-        pool = self.connection.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([packed])
-            replies = [connection.read_response() for _ in chunk]
-        except BaseException:
-            # Replies left unread would be read as the replies to the next command.
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
-        return [_text(reply) for reply in replies]
+        commands = [(*prefix, *chain.from_iterable(fields.items())) for fields in chunk]
+        return [_text(reply) for reply in send_packed(self.connection, commands)]
 
     def _fields(self, event: RatingEvent | Mapping[str, Any]) -> dict[str, str]:
         """Return the stream fields of a valid event, or raise InvalidEventError.

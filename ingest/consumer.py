@@ -18,6 +18,7 @@ Delivery guarantees, given that a crash can happen between any two steps:
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ import redis
 
 from ingest.entries import EntryFields, EventColumns, validate_entries
 from ingest.events import stream_id_key
+from ingest.packed import send_packed
 from ingest.requests import EnqueueRefresh, serve_requests
 from store.database import AppliedBatch, Database
 from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
@@ -115,9 +117,18 @@ class IngestConsumer:
             self.connection, self.database, self.settings.exports_dir, self.enqueue_refresh
         )
 
-        entries = self._read_batch()
-        if entries:
-            self._process_batch(entries)
+        # A batch allocates a few objects per entry and frees them all at its end, none of them
+        # in reference cycles. Collecting cycles meanwhile only rescans them, which cost about a
+        # sixth of the consumer's time with batches of 50,000.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            entries = self._read_batch()
+            if entries:
+                self._process_batch(entries)
+        finally:
+            if collecting:
+                gc.enable()
         self._log_summary()
         return len(entries)
 
@@ -233,7 +244,7 @@ class IngestConsumer:
         self._enqueue_refresh(list(dict.fromkeys(touched + recovered_users)), seq)
         ack_ids = valid_ids + already_committed
         if ack_ids:
-            self.connection.xack(self.stream, self.group, *ack_ids)
+            send_packed(self.connection, [("XACK", self.stream, self.group, *ack_ids)])
 
         self._totals["events"] += len(entries)
         self._totals["dead"] += len(dead)

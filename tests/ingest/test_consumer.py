@@ -158,7 +158,8 @@ def test_crash_after_commit_before_ack(settings, redis_client, db, refresh, monk
     def crash(*args, **kwargs):
         raise RuntimeError("killed between commit and XACK")
 
-    monkeypatch.setattr(redis_client, "xack", crash)
+    # The consumer acknowledges valid entries with one packed XACK.
+    monkeypatch.setattr("ingest.consumer.send_packed", crash)
     with pytest.raises(RuntimeError):
         crashing.process_once()
     monkeypatch.undo()
@@ -307,3 +308,24 @@ def test_refresh_failure_does_not_stop_ingest(settings, redis_client, db, caplog
     assert ratings_of(db, "alice") == {"1": 4.0}
     assert pending_count(redis_client) == 0
     assert any(message.startswith("refresh enqueue failed") for message in caplog.messages)
+
+
+def test_batch_restores_garbage_collection(settings, redis_client, db, refresh):
+    import gc
+
+    client = RatingClient(redis_client)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable()
+        client.push("alice", 1, 4.0, timestamp=100)
+        assert consumer.process_once() == 1
+        assert gc.isenabled()
+
+        gc.disable()
+        client.push("alice", 2, 4.0, timestamp=100)
+        assert consumer.process_once() == 1
+        assert not gc.isenabled()
+    finally:
+        if was_enabled:
+            gc.enable()
