@@ -58,6 +58,8 @@ class RatingEvent(BaseModel):
             rating = float(value)
         except ValueError:
             raise ValueError("must be a number") from None
+        except OverflowError:  # an integer beyond the float range
+            raise ValueError("must be a finite number") from None
         if not math.isfinite(rating):
             raise ValueError("must be a finite number")
 
