@@ -15,6 +15,7 @@ from typing import Union
 
 import numpy as np
 
+from ingest.columns import DIGITS, PRINTABLE_ASCII, CharacterMatrix
 from ingest.events import (
     DEFAULT_RATING_MAX,
     DEFAULT_RATING_MIN,
@@ -29,9 +30,6 @@ from store.errors import InvalidEventError
 PLAIN_KEYS = (b"user_id", b"item_id", b"rating", b"timestamp")
 # Longest rating and timestamp text the column checks accept; longer ones take the single path.
 MAX_NUMBER_LENGTH = 18
-DIGITS = b"0123456789"
-# Bytes an id may contain on the column path: printable ASCII other than space.
-PRINTABLE_ASCII = bytes(range(0x21, 0x7F))
 
 # Entry fields as redis-py parses them (a mapping) or as the server sends them (a flat list of
 # alternating names and values).
@@ -168,7 +166,7 @@ def _check_plain_group(
 
     # A rating of digits and at most one decimal point is a float literal that the model reads
     # the same way. Anything else (signs, exponents, spaces, "nan") takes the single path.
-    rating_bytes = _ByteMatrix(values[2], MAX_NUMBER_LENGTH)
+    rating_bytes = CharacterMatrix(values[2], MAX_NUMBER_LENGTH)
     points = rating_bytes.count(b".")
     accepted &= rating_bytes.only(DIGITS + b".") & (points <= 1) & (rating_bytes.lengths > points)
     ratings = np.full(count, np.nan)
@@ -176,7 +174,7 @@ def _check_plain_group(
     accepted &= (ratings >= rating_min) & (ratings <= rating_max)
 
     if has_timestamp:
-        accepted &= _ByteMatrix(values[3], MAX_NUMBER_LENGTH).only(DIGITS)
+        accepted &= CharacterMatrix(values[3], MAX_NUMBER_LENGTH).only(DIGITS)
         timestamps = np.zeros(count, dtype=np.int64)
         timestamps[accepted] = _convert(values[3], accepted, int)
         accepted &= timestamps <= now + MAX_FUTURE_SECONDS
@@ -208,31 +206,7 @@ def _convert(values: Sequence[bytes], accepted: np.ndarray, convert) -> list:
 
 def _plain_ids(values: Sequence[bytes]) -> np.ndarray:
     """Return which ids are 1 to MAX_ID_LENGTH printable ASCII characters other than space."""
-    return _ByteMatrix(values, MAX_ID_LENGTH).only(PRINTABLE_ASCII)
-
-
-class _ByteMatrix:
-    """Byte values as rows of a uint8 matrix, padded with zeros, for checks of every byte."""
-
-    def __init__(self, values: Sequence[bytes], max_length: int) -> None:
-        count = len(values)
-        self.lengths = np.fromiter(map(len, values), dtype=np.int64, count=count)
-        self.max_length = max_length
-        width = max(1, min(int(self.lengths.max()), max_length))
-        # numpy cuts longer values to `width`; only() rejects those by their length.
-        self.matrix = np.array(values, dtype=f"S{width}").view(np.uint8).reshape(count, width)
-
-    def only(self, allowed: bytes) -> np.ndarray:
-        """Return which values are 1 to max_length bytes long, all of them in `allowed`."""
-        table = np.zeros(256, dtype=bool)
-        table[np.frombuffer(allowed, dtype=np.uint8)] = True
-        # Padding bytes are 0, never allowed, so a value passes when all its bytes are counted.
-        allowed_count = table[self.matrix].sum(axis=1)
-        return (self.lengths >= 1) & (self.lengths <= self.max_length) & (allowed_count == self.lengths)
-
-    def count(self, byte: bytes) -> np.ndarray:
-        """Return how often `byte` occurs in each value (within max_length)."""
-        return (self.matrix == ord(byte)).sum(axis=1)
+    return CharacterMatrix(values, MAX_ID_LENGTH).only(PRINTABLE_ASCII)
 
 
 def _flat_fields(fields: EntryFields) -> Sequence[bytes | str]:
