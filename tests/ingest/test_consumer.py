@@ -329,3 +329,28 @@ def test_batch_restores_garbage_collection(settings, redis_client, db, refresh):
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_pending_batch_split_at_committed_id(settings, redis_client, db, refresh, monkeypatch):
+    client = RatingClient(redis_client)
+    stream_ids = [client.push("alice", item, 4.0, timestamp=100) for item in range(4)]
+    crashing = make_consumer(settings, redis_client, db, refresh)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(db, "apply_rating_columns", crash)
+    with pytest.raises(RuntimeError):
+        crashing.process_once()
+    monkeypatch.undo()
+    assert pending_count(redis_client) == 4
+
+    # Record the second entry as committed without writing the first two, so only the entries
+    # after it can reach the database.
+    db.apply_rating_columns(["bob"], ["9"], [1.0], [100], last_stream_id=stream_ids[1])
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    assert ratings_of(db, "alice") == {"2": 4.0, "3": 4.0}
+    assert pending_count(redis_client) == 0
+    assert db.current_seq() == 2
+    assert "alice" in refresh.users()
