@@ -9,6 +9,10 @@ import redis
 
 Argument = bytes | str | int
 
+# hiredis-py has packed commands since 2.2.1. Older versions fall back to redis-py's packing,
+# which is correct but encodes every argument in Python.
+_PACK_COMMAND = getattr(hiredis, "pack_command", None)
+
 
 def send_packed(connection: redis.Redis, commands: Sequence[Sequence[Argument]]) -> list:
     """Send commands in one write on a pooled connection and return their replies, in order.
@@ -18,11 +22,14 @@ def send_packed(connection: redis.Redis, commands: Sequence[Sequence[Argument]])
     they arrive as the server sends them (bytes, ints, lists). An error reply raises
     redis.ResponseError; the commands before it have been executed.
     """
-    packed = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
     pool = connection.connection_pool
-    pooled = pool.get_connection()
+    pooled = _pooled_connection(pool)
+    if _PACK_COMMAND is not None:
+        packed = [b"".join([_PACK_COMMAND(tuple(command)) for command in commands])]
+    else:
+        packed = pooled.pack_commands(commands)
     try:
-        pooled.send_packed_command([packed])
+        pooled.send_packed_command(packed)
         replies = [pooled.read_response() for _ in commands]
     except BaseException:
         # Replies left unread would be read as the replies to the next command.
@@ -31,3 +38,11 @@ def send_packed(connection: redis.Redis, commands: Sequence[Sequence[Argument]])
     finally:
         pool.release(pooled)
     return replies
+
+
+def _pooled_connection(pool: redis.ConnectionPool):
+    try:
+        return pool.get_connection()
+    except TypeError:
+        # redis-py before 5.3 requires a command name argument.
+        return pool.get_connection("XADD")

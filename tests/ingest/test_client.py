@@ -94,3 +94,14 @@ def test_push_many_error_reply_leaves_connection_usable(redis_client: redis.Redi
 def test_push_many_empty_sends_nothing(redis_client: redis.Redis):
     assert RatingClient(redis_client).push_many([]) == []
     assert not redis_client.exists(EVENTS_STREAM)
+
+
+def test_push_many_without_hiredis_packing(redis_client: redis.Redis, monkeypatch):
+    # hiredis before 2.2.1 has no pack_command; redis-py then packs the same commands.
+    monkeypatch.setattr("ingest.packed._PACK_COMMAND", None)
+    events = [{"user_id": "u", "item_id": str(n), "rating": 3.0, "timestamp": n} for n in range(3)]
+    stream_ids = RatingClient(redis_client).push_many(events)
+
+    stored = entries(redis_client)
+    assert [stream_id for stream_id, _ in stored] == stream_ids
+    assert [fields["item_id"] for _, fields in stored] == ["0", "1", "2"]
