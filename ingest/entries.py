@@ -28,7 +28,7 @@ from store.errors import InvalidEventError
 
 # Field names of the plain layouts, as a client writes them: with and without a timestamp.
 PLAIN_KEYS = (b"user_id", b"item_id", b"rating", b"timestamp")
-# Longest rating and timestamp text the column checks accept; longer ones take the single path.
+# Maximum length of a rating or timestamp text on the column path. Longer ones take the single path.
 MAX_NUMBER_LENGTH = 18
 
 # Entry fields as redis-py parses them (a mapping) or as the server sends them (a flat list of
