@@ -58,6 +58,8 @@ class RatingEvent(BaseModel):
             rating = float(value)
         except ValueError:
             raise ValueError("must be a number") from None
+        except OverflowError:  # an integer beyond the float range
+            raise ValueError("must be a finite number") from None
         if not math.isfinite(rating):
             raise ValueError("must be a finite number")
 
@@ -227,93 +229,3 @@ def _show(value: Any) -> str:
         # repr escapes control characters and lone surrogates, which logs and Redis cannot take.
         return repr(value[:80])
     return repr(value)[:80]
-
-
-class EventColumns:
-    """A batch of valid events as parallel columns, in stream order."""
-
-    __slots__ = ("positions", "user_ids", "item_ids", "ratings", "timestamps")
-
-    def __init__(self) -> None:
-        self.positions: list[int] = []  # index of each event in the batch it came from
-        self.user_ids: list[str] = []
-        self.item_ids: list[str] = []
-        self.ratings: list[float] = []  # stars
-        self.timestamps: list[int] = []  # seconds since the epoch
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def append(self, position: int, event: RatingEvent) -> None:
-        """Add an event validated by the full model."""
-        self.positions.append(position)
-        self.user_ids.append(event.user_id)
-        self.item_ids.append(event.item_id)
-        self.ratings.append(event.rating)
-        self.timestamps.append(int(event.timestamp))
-
-
-def validate_entries(
-    entries: list[tuple[str, Mapping[bytes | str, bytes | str]]],
-    rating_min: float = DEFAULT_RATING_MIN,
-    rating_max: float = DEFAULT_RATING_MAX,
-) -> tuple[EventColumns, list[tuple[int, str]]]:
-    """Validate stream entries in bulk; return (valid columns, [(position, reason)] of invalid ones).
-
-    Entries in the plain form every client sends (byte fields user_id, item_id, rating and an
-    optional timestamp of ASCII digits) are checked by a few direct comparisons. Any other entry
-    goes through event_from_entry, so an invalid one gets the same reason, naming the field and
-    value, as when it is validated alone. A missing timestamp is taken from the entry id.
-    """
-    columns = EventColumns()
-    invalid: list[tuple[int, str]] = []
-    for position, (stream_id, fields) in enumerate(entries):
-        quick = _quick_fields(fields, rating_min, rating_max)
-        if quick is not None:
-            user_id, item_id, rating, timestamp = quick
-            if timestamp is None:
-                timestamp = stream_id_milliseconds(stream_id) // 1000
-            columns.positions.append(position)
-            columns.user_ids.append(user_id)
-            columns.item_ids.append(item_id)
-            columns.ratings.append(rating)
-            columns.timestamps.append(timestamp)
-            continue
-        try:
-            event = event_from_entry(stream_id, fields, rating_min, rating_max)
-        except InvalidEventError as exc:
-            invalid.append((position, str(exc)))
-            continue
-        columns.append(position, event)
-    return columns, invalid
-
-
-def _quick_fields(
-    fields: Mapping[bytes | str, bytes | str], rating_min: float, rating_max: float
-) -> tuple[str, str, float, int | None] | None:
-    """Return (user_id, item_id, rating, timestamp) of a plainly valid entry, else None.
-
-    None means "not decided here": the caller validates the entry with the full model.
-    """
-    try:
-        user_id = fields[b"user_id"].decode()
-        item_id = fields[b"item_id"].decode()
-        rating = float(fields[b"rating"])
-    except (KeyError, AttributeError, UnicodeDecodeError, ValueError):
-        return None
-    if not (rating_min <= rating <= rating_max) or not user_id.strip() or not item_id.strip():
-        return None
-    if b"_" in fields[b"rating"]:
-        return None  # float() reads "4_0" as 40; the full model rejects it with its reason
-    if not is_plain_id(user_id) or not is_plain_id(item_id) or b"event_id" in fields:
-        return None
-    raw_timestamp = fields.get(b"timestamp")
-    if raw_timestamp is None:
-        return user_id, item_id, rating, None
-    # bytes.isdigit() accepts ASCII digits only, unlike str.isdigit().
-    if not raw_timestamp.isdigit():
-        return None
-    timestamp = int(raw_timestamp)
-    if not is_plain_timestamp(timestamp):
-        return None
-    return user_id, item_id, rating, timestamp

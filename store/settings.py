@@ -25,8 +25,11 @@ class Settings(BaseSettings):
     rating_min: float = Field(default=0.5, description="Lowest valid rating, in stars.")
     rating_max: float = Field(default=5.0, description="Highest valid rating, in stars.")
     top_n: int = Field(default=100, gt=0, description="Length of each precomputed Redis list.")
+    # XREADGROUP returns what is there, up to this many, so batches only grow this large while
+    # the consumer has a backlog. Then each batch pays once for its transaction and for reading
+    # and enqueueing every touched user's complete ratings, however many of its events a user has.
     ingest_batch_size: int = Field(
-        default=5000, gt=0, description="Maximum events the consumer reads per XREADGROUP call."
+        default=50_000, gt=0, description="Maximum events the consumer reads per XREADGROUP call."
     )
     ingest_block_ms: int = Field(
         default=50, ge=0, description="Milliseconds XREADGROUP waits for new events."

@@ -20,16 +20,17 @@ CHUNK = 10_000
 def push_events(url: str, n_events: int, n_users: int, n_items: int, seed: int = 3) -> float:
     """Push n_events random ratings of known users and items; return the seconds it took."""
     rng = np.random.default_rng(seed)
-    users = rng.integers(0, n_users, n_events)
-    items = rng.integers(0, n_items, n_events)
-    stars = rng.integers(1, 11, n_events) / 2.0
+    # Python strings and floats, as an app would hold them, not numpy scalars.
+    users = rng.integers(0, n_users, n_events).astype(str).tolist()
+    items = rng.integers(0, n_items, n_events).astype(str).tolist()
+    stars = (rng.integers(1, 11, n_events) / 2.0).tolist()
     now = int(time.time())
     client = RatingClient(redis.Redis.from_url(url))
     started = time.perf_counter()
     for start in range(0, n_events, CHUNK):
         stop = min(start + CHUNK, n_events)
         client.push_many(
-            {"user_id": str(users[i]), "item_id": str(items[i]), "rating": float(stars[i]), "timestamp": now}
+            {"user_id": users[i], "item_id": items[i], "rating": stars[i], "timestamp": now}
             for i in range(start, stop)
         )
     return time.perf_counter() - started

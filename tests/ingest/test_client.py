@@ -61,3 +61,47 @@ def test_client_scale(redis_client: redis.Redis):
     client.push("u", "i", 10)
     with pytest.raises(InvalidEventError, match="between 1.0 and 10.0"):
         client.push("u", "i", 0.5)
+
+
+def test_push_many_fields_match_push(redis_client: redis.Redis):
+    events = [
+        {"user_id": "alice", "item_id": 7, "rating": 4.5},
+        {"user_id": 12, "item_id": "x y", "rating": 3, "timestamp": 100, "event_id": "e-1"},
+        {"user_id": "é", "item_id": "9", "rating": "0.5", "timestamp": "0", "extra": "ignored"},
+        RatingEvent(user_id="bob", item_id="8", rating=2.0, timestamp=5),
+    ]
+    client = RatingClient(redis_client)
+    many_ids = client.push_many(events)
+    single_ids = [client.push(**RatingClient(None)._validate(event).model_dump()) for event in events]
+
+    stored = dict(entries(redis_client))
+    assert [stored[stream_id] for stream_id in many_ids] == [stored[stream_id] for stream_id in single_ids]
+
+
+def test_push_many_error_reply_leaves_connection_usable(redis_client: redis.Redis):
+    redis_client.set(EVENTS_STREAM, "not a stream")
+    client = RatingClient(redis_client)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        client.push_many([{"user_id": "u", "item_id": str(n), "rating": 3.0} for n in range(3)])
+
+    # No reply of the failed chunk may be read as the reply to a later command.
+    redis_client.delete(EVENTS_STREAM)
+    assert redis_client.ping() is True
+    stream_ids = client.push_many([{"user_id": "u", "item_id": "1", "rating": 3.0}])
+    assert [stream_id for stream_id, _ in entries(redis_client)] == stream_ids
+
+
+def test_push_many_empty_sends_nothing(redis_client: redis.Redis):
+    assert RatingClient(redis_client).push_many([]) == []
+    assert not redis_client.exists(EVENTS_STREAM)
+
+
+def test_push_many_without_hiredis_packing(redis_client: redis.Redis, monkeypatch):
+    # hiredis before 2.2.1 has no pack_command; redis-py then packs the same commands.
+    monkeypatch.setattr("ingest.packed._PACK_COMMAND", None)
+    events = [{"user_id": "u", "item_id": str(n), "rating": 3.0, "timestamp": n} for n in range(3)]
+    stream_ids = RatingClient(redis_client).push_many(events)
+
+    stored = entries(redis_client)
+    assert [stream_id for stream_id, _ in stored] == stream_ids
+    assert [fields["item_id"] for _, fields in stored] == ["0", "1", "2"]

@@ -158,7 +158,8 @@ def test_crash_after_commit_before_ack(settings, redis_client, db, refresh, monk
     def crash(*args, **kwargs):
         raise RuntimeError("killed between commit and XACK")
 
-    monkeypatch.setattr(redis_client, "xack", crash)
+    # The consumer acknowledges valid entries with one packed XACK.
+    monkeypatch.setattr("ingest.consumer.send_packed", crash)
     with pytest.raises(RuntimeError):
         crashing.process_once()
     monkeypatch.undo()
@@ -205,20 +206,21 @@ def test_redis_error_retried(settings, redis_client, db, refresh, monkeypatch, c
     RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
     consumer = make_consumer(settings, redis_client, db, refresh)
     stop = threading.Event()
-    real_xreadgroup = redis_client.xreadgroup
+    pool = redis_client.connection_pool
+    real_get_connection = pool.get_connection
     failures = []
 
-    def flaky_xreadgroup(*args, **kwargs):
+    def flaky_get_connection(*args, **kwargs):
         if len(failures) < 2:
             failures.append(1)
             raise redis.ConnectionError("connection reset")
-        return real_xreadgroup(*args, **kwargs)
+        return real_get_connection(*args, **kwargs)
 
     def refresh_then_stop(user_ratings, seq):
         refresh(user_ratings, seq)
         stop.set()
 
-    monkeypatch.setattr(redis_client, "xreadgroup", flaky_xreadgroup)
+    monkeypatch.setattr(pool, "get_connection", flaky_get_connection)
     consumer.enqueue_refresh = refresh_then_stop
     with caplog.at_level(logging.WARNING, logger="ingest.consumer"):
         worker = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
@@ -306,3 +308,49 @@ def test_refresh_failure_does_not_stop_ingest(settings, redis_client, db, caplog
     assert ratings_of(db, "alice") == {"1": 4.0}
     assert pending_count(redis_client) == 0
     assert any(message.startswith("refresh enqueue failed") for message in caplog.messages)
+
+
+def test_batch_restores_garbage_collection(settings, redis_client, db, refresh):
+    import gc
+
+    client = RatingClient(redis_client)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable()
+        client.push("alice", 1, 4.0, timestamp=100)
+        assert consumer.process_once() == 1
+        assert gc.isenabled()
+
+        gc.disable()
+        client.push("alice", 2, 4.0, timestamp=100)
+        assert consumer.process_once() == 1
+        assert not gc.isenabled()
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_pending_batch_split_at_committed_id(settings, redis_client, db, refresh, monkeypatch):
+    client = RatingClient(redis_client)
+    stream_ids = [client.push("alice", item, 4.0, timestamp=100) for item in range(4)]
+    crashing = make_consumer(settings, redis_client, db, refresh)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(db, "apply_rating_columns", crash)
+    with pytest.raises(RuntimeError):
+        crashing.process_once()
+    monkeypatch.undo()
+    assert pending_count(redis_client) == 4
+
+    # Record the second entry as committed without writing the first two, so only the entries
+    # after it can reach the database.
+    db.apply_rating_columns(["bob"], ["9"], [1.0], [100], last_stream_id=stream_ids[1])
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    assert ratings_of(db, "alice") == {"2": 4.0, "3": 4.0}
+    assert pending_count(redis_client) == 0
+    assert db.current_seq() == 2
+    assert "alice" in refresh.users()

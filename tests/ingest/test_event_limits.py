@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from ingest.events import MAX_FUTURE_SECONDS, MAX_ID_LENGTH, validate_entries, validate_event
+from ingest.entries import validate_entries
+from ingest.events import MAX_FUTURE_SECONDS, MAX_ID_LENGTH, validate_event
 from store.errors import InvalidEventError
 
 REJECTED = [
@@ -44,7 +45,7 @@ def test_accepted_limits():
     columns, invalid = validate_entries([("1-0", {b"user_id": "é".encode(), b"item_id": b"1",
                                                   b"rating": b"4.5", b"timestamp": str(now).encode()})])
     assert invalid == []
-    assert columns.timestamps == [now]
+    assert columns.timestamps.tolist() == [now]
 
 
 @pytest.mark.parametrize(

@@ -32,30 +32,31 @@ def test_consumer_killed_twice_loses_nothing(tmp_path, redis_url, redis_client):
     processes = Processes(tmp_path, redis_url)
     processes.start("ingest", "ingest")
     client = RatingClient(redis_client)
+    first_kill_done = threading.Event()
     try:
         def push() -> None:
             for start in range(0, len(events), 500):
+                # The second half waits for the first kill, so events are still arriving when
+                # the second kill comes, however fast the client and the consumer are.
+                if start == len(events) // 2:
+                    first_kill_done.wait(timeout=60)
                 client.push_many(events[start:start + 500])
                 time.sleep(0.01)
 
         pusher = threading.Thread(target=push)
         pusher.start()
-        outstanding_at_kill = []
         for _ in range(2):
-            wait_for(lambda: _outstanding(redis_client) > 0, 30, "events waiting for the consumer", processes)
-            time.sleep(0.3)
-            outstanding_at_kill.append(_outstanding(redis_client))
+            # Each kill hits a consumer with events read but unacknowledged, or not yet read.
+            _freeze_with_outstanding(processes, redis_client)
             processes.running["ingest"].send_signal(signal.SIGKILL)
             processes.running["ingest"].wait(timeout=10)
             processes.start("ingest", "ingest")
+            first_kill_done.set()
         pusher.join()
         # Refresh jobs are queued but no worker runs here; only the stream must drain.
         wait_for(lambda: _stream_drained(redis_client), 120, "stream drained", processes)
     finally:
         processes.stop_all()
-
-    # Both kills hit a consumer with events read but unacknowledged, or not yet read.
-    assert all(count > 0 for count in outstanding_at_kill), outstanding_at_kill
 
     with Database(settings.database_path, read_only=True) as database:
         data = database.ratings_arrays()
@@ -79,3 +80,20 @@ def _outstanding(connection) -> int:
 def _stream_drained(connection) -> bool:
     groups = connection.xinfo_groups("streamrec:events")
     return bool(groups) and all(g["pending"] == 0 and not g.get("lag") for g in groups)
+
+
+def _freeze_with_outstanding(processes: Processes, connection) -> int:
+    """Stop the consumer with SIGSTOP at a moment it has outstanding events; return their count.
+
+    A stopped consumer cannot acknowledge, so the count stays valid until the kill. A consumer that
+    caught up in the instant before the stop is resumed and stopped again later.
+    """
+    consumer = processes.running["ingest"]
+    for _ in range(50):
+        wait_for(lambda: _outstanding(connection) > 0, 30, "events waiting for the consumer", processes)
+        consumer.send_signal(signal.SIGSTOP)
+        count = _outstanding(connection)
+        if count:
+            return count
+        consumer.send_signal(signal.SIGCONT)
+    raise AssertionError("the consumer had no outstanding events at any of 50 stops")
