@@ -52,7 +52,8 @@ def _run_child(arguments: list[str], environment: dict[str, str]) -> dict:
         env={**os.environ, **environment}, capture_output=True, text=True,
     )
     if completed.returncode != 0:
-        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr else "failed"}
+        lines = completed.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exited with code {completed.returncode}"}
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
