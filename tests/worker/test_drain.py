@@ -50,8 +50,16 @@ def refreshed_users(monkeypatch) -> list[str]:
     return calls
 
 
+class BurstWorker(SimpleWorker):
+    """A SimpleWorker without rq's command channel. Closing that channel's pubsub can wait up to
+    60 s for its listener thread, and these tests start many short burst workers."""
+
+    def subscribe(self) -> None:
+        pass
+
+
 def run_worker_burst(redis_client) -> None:
-    SimpleWorker([refresh_queue(redis_client)], connection=redis_client, serializer=JSONSerializer).work(
+    BurstWorker([refresh_queue(redis_client)], connection=redis_client, serializer=JSONSerializer).work(
         burst=True, logging_level="WARNING"
     )
 
@@ -160,3 +168,16 @@ def test_fifty_ratings_in_a_second_refresh_once(published, redis_client, redis_u
     assert dict(zip(final[0].tolist(), final[1].tolist()))["3"] == 4.5
     assert state.bias == pytest.approx(bias, abs=1e-6)
     np.testing.assert_allclose(state.factors, factors, atol=1e-6)
+
+
+def test_job_records_progress(published, redis_client):
+    RefreshEnqueuer(redis_client, quiet_ms=0)({"a": (np.array(["1"]), np.array([5.0], np.float32))}, 4)
+
+    run_worker_burst(redis_client)
+
+    registry = refresh_queue(redis_client).finished_job_registry
+    job = refresh_queue(redis_client).fetch_job(registry.get_job_ids()[0])
+    progress = job.get_meta()["progress"]
+    assert progress["stage"] == "refreshing"
+    assert progress["rounds"] == 1
+    assert progress["users"] == 1
