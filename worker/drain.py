@@ -57,7 +57,7 @@ def refresh_pending_job() -> dict[str, Any]:
             written += _refresh_round(connection, pending, job.id, snapshot, batch, settings.top_n)
             rounds += 1
             users += len(batch)
-            # `streamrec status` shows this, and its age tells whether the job still moves.
+            # `streamrec status` shows this, and its age shows whether the job still makes progress.
             job.meta["progress"] = {
                 "stage": "refreshing", "rounds": rounds, "users": users,
                 "updated_at": round(time.time(), 1),

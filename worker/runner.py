@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -68,6 +69,10 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         raise ValueError(f"queues: unknown queue {sorted(unknown)}, expected refresh and/or retrain")
 
     configure(settings)
+    # GNU OpenMP threads spin after each parallel region by default, which took about 8 ms of CPU
+    # per region on this project's 2-core bench machine, CPU the consumer and Redis need there.
+    # libgomp reads this when numba first starts its threads, in warm_up_kernels below.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     warm_up_kernels()
     if "refresh" in queue_names and PendingRefreshes(connection).claim_schedule():
         # Users left pending by a consumer that stopped between its add and its enqueue.
