@@ -16,7 +16,8 @@ from store.keys import EXPORT_REQUESTS
 
 log = logging.getLogger(__name__)
 
-# Users per refresh job when refolding after a retrain.
+# Users read from the database and handed to enqueue_refresh per call when refolding after a
+# retrain. Refresh jobs take pending users in rounds of their own size.
 REFOLD_CHUNK = 500
 
 EnqueueRefresh = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], object]

@@ -12,6 +12,11 @@ SNAPSHOT_LISTS_WRITTEN = "streamrec:snapshot:lists-written"
 REFRESH_QUEUE = "streamrec-refresh"
 RETRAIN_QUEUE = "streamrec-retrain"
 
+# Refreshes waiting for a job, coalesced per user (worker/pending.py describes the layout).
+REFRESH_PENDING = "streamrec:refresh:pending"
+REFRESH_DUE = "streamrec:refresh:due"
+REFRESH_SCHEDULED = "streamrec:refresh:scheduled"
+
 
 def recs_key(user_id: str) -> str:
     """Sorted set of a user's top-N item ids, scored by ranking score."""
@@ -21,6 +26,11 @@ def recs_key(user_id: str) -> str:
 def user_key(user_id: str) -> str:
     """Hash of a refolded user's state: version, seq, bias, factors, seen."""
     return f"streamrec:user:{user_id}"
+
+
+def refresh_taken_key(job_id: str) -> str:
+    """Hash of the pending refreshes one refresh job took and has not written yet."""
+    return f"streamrec:refresh:taken:{job_id}"
 
 
 def export_reply_key(token: str) -> str:

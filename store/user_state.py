@@ -263,7 +263,7 @@ def write_users(
     snapshot,
     *,
     user_ids: Sequence[str],
-    seq: int,
+    seq: int | Sequence[int],
     biases: np.ndarray,
     factors: np.ndarray,
     seen: Sequence[np.ndarray],
@@ -272,14 +272,18 @@ def write_users(
 ) -> int:
     """Write many users' states and lists in one pipeline, each guarded like write_user_state.
 
-    `list_idx` contains item indices of `snapshot` (-1 for padding) and `list_scores` their scores.
-    Returns the number of users written; the others had a newer state stored already.
+    `seq` is one ingest batch number for all users or one per user. `list_idx` contains item
+    indices of `snapshot` (-1 for padding) and `list_scores` their scores. Returns the number of
+    users written; the others had a newer state stored already.
     """
+    seqs = [int(seq)] * len(user_ids) if isinstance(seq, (int, np.integer)) else [int(s) for s in seq]
+    if len(seqs) != len(user_ids):
+        raise ValueError(f"seq: expected one per user ({len(user_ids)}), got {len(seqs)}")
     script = client.register_script(_WRITE_USER_STATE_LUA)
     packed_ids = _packed_item_ids(snapshot.item_ids)
     with client.pipeline(transaction=False) as pipeline:
         for row, user_id in enumerate(user_ids):
-            args = _state_args(snapshot.version, seq, float(biases[row]), factors[row], seen[row])
+            args = _state_args(snapshot.version, seqs[row], float(biases[row]), factors[row], seen[row])
             args.append("1")
             listed = list_idx[row]
             listed = listed[listed >= 0]
@@ -289,6 +293,6 @@ def write_users(
         results = pipeline.execute()
     written = sum(1 for result in results if result)
     if written < len(user_ids):
-        log.info("stale user states skipped users=%d version=%d seq=%d",
-                 len(user_ids) - written, snapshot.version, seq)
+        log.info("stale user states skipped users=%d version=%d max_seq=%d",
+                 len(user_ids) - written, snapshot.version, max(seqs))
     return written

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 import als
+from worker.selection import select_top_n
 
-# Users scored per matrix product; 512 users x 87,585 items of float32 is about 180 MB.
-USERS_PER_BLOCK = 512
+# Users scored per matrix product; 128 users x 87,585 items of float32 is about 45 MB.
+USERS_PER_BLOCK = 128
 
 
 def top_n_lists(
@@ -26,8 +27,9 @@ def top_n_lists(
     The score is als.ranking_scores: b_m + c_n + u_m . v_n + w_m * log(1 + count_n), with count_n
     from item_rating_count and w_m the support_weight, one number for every user or one per user
     (als.support_weights). `seen[i]` contains the item indices user i has rated, which are left
-    out. Returns (indices, scores), both of shape (users, min(n, items)); a row with fewer
-    candidates than `n` is padded with index -1 and score -inf.
+    out. Returns (indices, scores), both of shape (users, min(n, items)), best first with equal
+    scores to the lower item index. A row with fewer candidates than `n` is padded with index -1
+    and score -inf.
     """
     n_users = user_factors.shape[0]
     n_items = item_factors.shape[0]
@@ -37,28 +39,19 @@ def top_n_lists(
     if width == 0:
         return indices, scores
 
+    support = als.item_support(item_rating_count)
     for start in range(0, n_users, USERS_PER_BLOCK):
         stop = min(start + USERS_PER_BLOCK, n_users)
         weights = support_weight if np.ndim(support_weight) == 0 else support_weight[start:stop]
         block = als.ranking_scores(
             user_bias[start:stop], user_factors[start:stop], item_bias, item_factors,
-            item_rating_count, weights,
+            item_rating_count, weights, support=support,
         )
-        for row, user in enumerate(range(start, stop)):
-            if len(seen[user]):
-                block[row, seen[user]] = -np.inf
-
-        # argpartition finds the best `width` per row in linear time; only those get sorted.
-        if width < n_items:
-            candidates = np.argpartition(-block, width - 1, axis=1)[:, :width]
-        else:
-            candidates = np.tile(np.arange(n_items), (stop - start, 1))
-        candidate_scores = np.take_along_axis(block, candidates, axis=1)
-        for row in range(stop - start):
-            # Highest score first, ties to the lower item index.
-            order = np.lexsort((candidates[row], -candidate_scores[row]))
-            indices[start + row] = candidates[row, order]
-            scores[start + row] = candidate_scores[row, order]
-
-    indices[~np.isfinite(scores)] = -1
+        block_seen = seen[start:stop]
+        seen_indptr = np.zeros(stop - start + 1, dtype=np.int64)
+        np.cumsum([len(rated) for rated in block_seen], out=seen_indptr[1:])
+        seen_indices = (
+            np.concatenate(block_seen).astype(np.int64) if seen_indptr[-1] else np.zeros(0, np.int64)
+        )
+        select_top_n(block, seen_indptr, seen_indices, indices[start:stop], scores[start:stop])
     return indices, scores

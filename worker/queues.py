@@ -15,6 +15,7 @@ from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from store import keys
+from worker.pending import MAX_DELAY_MS, QUIET_MS, PendingRefreshes
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ REFRESH_RETRIES = 3
 RETRAIN_RETRIES = 1
 
 REFRESH_JOB = "worker.refresh.refresh_users_job"
+PENDING_JOB = "worker.drain.refresh_pending_job"
 RETRAIN_JOB = "worker.retrain.retrain_job"
 
 
@@ -69,22 +71,54 @@ def refresh_payload(
 class RefreshEnqueuer:
     """The callable the ingest consumer uses to hand touched users to the workers.
 
-    With `is_async=False` the job runs inside the caller's process, which is how the embedded demo
-    works without a separate worker.
+    Users go to the pending refreshes (worker/pending.py), which keep one refresh per user and
+    hold it back until the user has been quiet for `quiet_ms`, at most `max_delay_ms`. A refresh
+    job is enqueued only when none is queued or running, and each job takes every user that is
+    due. With `is_async=False` each call instead runs one refresh job inside the caller's process,
+    which is how the embedded demo works without a separate worker.
     """
 
-    def __init__(self, connection: redis.Redis, *, is_async: bool = True) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        *,
+        is_async: bool = True,
+        quiet_ms: int = QUIET_MS,
+        max_delay_ms: int = MAX_DELAY_MS,
+    ) -> None:
+        self._connection = connection
+        self._is_async = is_async
         self._queue = refresh_queue(connection, is_async=is_async)
+        self._pending = PendingRefreshes(connection, quiet_ms=quiet_ms, max_delay_ms=max_delay_ms)
 
     def __call__(self, user_ratings: dict[str, tuple[np.ndarray, np.ndarray]], seq: int) -> None:
         if not user_ratings:
             return
-        payload = refresh_payload(user_ratings, seq)
-        job = self._queue.enqueue(
-            REFRESH_JOB, payload, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS,
-            retry=Retry(max=REFRESH_RETRIES),
-        )
+        if not self._is_async:
+            payload = refresh_payload(user_ratings, seq)
+            self._queue.enqueue(
+                REFRESH_JOB, payload, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS,
+                retry=Retry(max=REFRESH_RETRIES),
+            )
+            return
+        if not self._pending.add(user_ratings, seq):
+            log.debug("refresh pending users=%d seq=%d", len(user_ratings), seq)
+            return
+        try:
+            job = enqueue_pending_job(self._connection)
+        except Exception:
+            # Without a job nobody would take these users until the schedule key expired.
+            self._pending.release_schedule()
+            raise
         log.debug("refresh enqueued job=%s users=%d seq=%d", job.id, len(user_ratings), seq)
+
+
+def enqueue_pending_job(connection: redis.Redis):
+    """Enqueue one job that refreshes the pending users that are due."""
+    return refresh_queue(connection).enqueue(
+        PENDING_JOB, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS,
+        retry=Retry(max=REFRESH_RETRIES),
+    )
 
 
 def enqueue_retrain(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +65,13 @@ def refresh_users(
     connection: redis.Redis,
     snapshot: Snapshot,
     users: dict[str, tuple[list[str], list[float]]],
-    seq: int,
+    seq: int | Sequence[int],
     top_n: int,
 ) -> int:
     """Fold in each user's complete ratings and write their factors and top-N list to Redis.
+
+    `seq` is the ingest batch the ratings are complete up to, one for all users or one per user
+    in the order of `users`.
 
     Ratings of items the snapshot does not know yet are left out of the fold-in: such items have
     no factors until the next retrain. Returns the number of users whose state was written (a
@@ -102,7 +106,11 @@ def refresh_users(
 
 
 def refresh_users_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """RQ entry point; `payload` is {"seq": int, "users": {user_id: [[item_id...], [rating...]]}}."""
+    """Refresh the users in `payload`: {"seq": int, "users": {user_id: [[item_id...], [rating...]]}}.
+
+    RefreshEnqueuer enqueues this job only when it runs jobs inline (the embedded demo); workers
+    otherwise run refresh_pending_job (worker/drain.py).
+    """
     started = time.perf_counter()
     job = get_current_job()
     connection = job.connection

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 
+import numpy as np
 import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+import als
 from store.settings import Settings
 from worker.context import configure
-from worker.queues import enqueue_retrain, refresh_queue, retrain_queue
+from worker.pending import PendingRefreshes
+from worker.queues import enqueue_pending_job, enqueue_retrain, refresh_queue, retrain_queue
+from worker.refresh import refold_users
 from worker.retrain import resume_publication
 
 log = logging.getLogger(__name__)
@@ -63,7 +69,15 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         raise ValueError(f"queues: unknown queue {sorted(unknown)}, expected refresh and/or retrain")
 
     configure(settings)
+    # GNU OpenMP threads spin after each parallel region by default, which took about 8 ms of CPU
+    # per region on this project's 2-core bench machine, CPU the consumer and Redis need there.
+    # libgomp reads this when numba first starts its threads, in warm_up_kernels below.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     warm_up_kernels()
+    if "refresh" in queue_names and PendingRefreshes(connection).claim_schedule():
+        # Users left pending by a consumer that stopped between its add and its enqueue.
+        enqueue_pending_job(connection)
+        log.info("refresh enqueued for users left pending")
     if "retrain" in queue_names:
         resume_publication(settings, connection)
     periodic = None
@@ -83,20 +97,20 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
 
 
 def warm_up_kernels() -> None:
-    """Compile (or load from numba's cache) the fold-in kernels before the first job arrives."""
-    import time
+    """Compile (or load from numba's cache) the fold-in and ranking kernels before the first job.
 
-    import numpy as np
-
-    import als
-
+    A refresh runs the same kernels for every batch, so after this no job compiles anything.
+    """
     started = time.perf_counter()
     model = als.ALSModel(
         global_mean=3.0,
         user_factors=np.zeros((1, 2), np.float32), user_bias=np.zeros(1, np.float32),
-        item_factors=np.ones((2, 2), np.float32), item_bias=np.zeros(2, np.float32),
+        item_factors=np.ones((3, 2), np.float32), item_bias=np.zeros(3, np.float32),
         genre_factors=np.zeros((0, 2), np.float32),
     )
     config = als.ALSConfig(factors=2)
-    als.fold_in_many(np.array([0, 1], np.int64), np.array([0], np.int32), np.array([4.0], np.float32), model, config)
+    refold_users(
+        model, config, np.ones(3, np.int32), [np.array([0], np.int32)],
+        [np.array([4.0], np.float32)], top_n=2,
+    )
     log.info("kernels ready seconds=%.2f", time.perf_counter() - started)

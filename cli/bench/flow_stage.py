@@ -6,6 +6,7 @@ own redis-server.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from cli.bench.services import start_streamrec, stop_process
 from ingest.client import RatingClient
 from store import keys
 from store.settings import Settings
+from worker.pending import QUIET_MS
 
 # Seconds to wait for the consumer to drain the stream before giving up.
 DRAIN_TIMEOUT = 300.0
@@ -153,6 +155,10 @@ def time_freshness(
         "events": int(users.shape[0]),
         "refreshed": len(latencies),
         **percentiles_ms(latencies),
+        # The settings behind the figures: the refresh's quiet window, and the BLAS threads the
+        # worker inherited from this process (two spinning threads cost a loaded machine).
+        "quiet_ms": QUIET_MS,
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
     }
 
 

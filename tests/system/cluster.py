@@ -68,13 +68,15 @@ def wait_for(condition, timeout: float, message: str, processes: Processes | Non
 
 
 def ingest_idle(connection: redis.Redis) -> bool:
-    """No unread or unacknowledged events, no queued or running refresh, no open request."""
+    """No unread or unacknowledged events, no pending, queued or running refresh, no open request."""
     if not connection.exists(keys.EVENTS_STREAM):
         return True
     groups = connection.xinfo_groups(keys.EVENTS_STREAM)
     if not groups or any(g["pending"] or g.get("lag") for g in groups):
         return False
     if connection.llen(keys.EXPORT_REQUESTS):
+        return False
+    if connection.exists(keys.REFRESH_PENDING):
         return False
     queue = refresh_queue(connection)
     return queue.count == 0 and queue.started_job_registry.count == 0

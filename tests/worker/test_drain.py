@@ -1,0 +1,183 @@
+"""The pending-refresh job under a real SimpleWorker, and coalescing from push to list."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+import als
+import worker.context
+import worker.drain
+from ingest.client import RatingClient
+from ingest.consumer import IngestConsumer
+from store import keys
+from store.database import Database
+from store.snapshots import SnapshotStore, model_of
+from store.user_state import read_user_state
+from worker.pending import PendingRefreshes
+from worker.queues import PENDING_JOB, RefreshEnqueuer, refresh_queue
+from worker.retrain import run_retrain
+
+pytestmark = pytest.mark.redis
+
+ROWS = [(f"u{u}", str(i), float(1 + (u + i) % 5), 1000 + 10 * u + i) for u in range(8) for i in (1, 2, 3)]
+
+
+@pytest.fixture
+def published(tiny_catalogue, redis_client, monkeypatch):
+    catalogue = tiny_catalogue(ROWS)
+    run_retrain(catalogue.settings, redis_client, als.ALSConfig(factors=3, epochs=4))
+    monkeypatch.setattr(worker.context, "_settings", catalogue.settings)
+    return catalogue.settings
+
+
+@pytest.fixture
+def refreshed_users(monkeypatch) -> list[str]:
+    """Every user id the pending-refresh job folds in, once per refresh."""
+    calls: list[str] = []
+    real = worker.drain.refresh_users
+
+    def recording(connection, snapshot, users, seq, top_n):
+        calls.extend(users)
+        return real(connection, snapshot, users, seq, top_n)
+
+    monkeypatch.setattr(worker.drain, "refresh_users", recording)
+    return calls
+
+
+class BurstWorker(SimpleWorker):
+    """A SimpleWorker without rq's command channel. Closing that channel's pubsub can wait up to
+    60 s for its listener thread, and these tests start many short burst workers."""
+
+    def subscribe(self) -> None:
+        pass
+
+
+def run_worker_burst(redis_client) -> None:
+    BurstWorker([refresh_queue(redis_client)], connection=redis_client, serializer=JSONSerializer).work(
+        burst=True, logging_level="WARNING"
+    )
+
+
+def test_job_writes_each_user_at_own_seq(published, redis_client, refreshed_users):
+    enqueue = RefreshEnqueuer(redis_client, quiet_ms=0)
+    enqueue({"a": (np.array(["1"]), np.array([5.0], np.float32))}, 4)
+    enqueue({"b": (np.array(["2", "3"]), np.array([1.0, 2.0], np.float32))}, 6)
+
+    run_worker_burst(redis_client)
+
+    assert sorted(refreshed_users) == ["a", "b"]
+    assert read_user_state(redis_client, "a").seq == 4
+    assert read_user_state(redis_client, "b").seq == 6
+    assert PendingRefreshes(redis_client).count() == 0
+    assert not redis_client.exists(keys.REFRESH_SCHEDULED)
+    assert not redis_client.keys(keys.refresh_taken_key("*"))
+
+
+def test_retried_job_refreshes_users_it_had_taken(published, redis_client):
+    # A worker died after its job took "a": the job id's taken hash is all that is left.
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    pending.add({"a": (np.array(["1"]), np.array([5.0], np.float32))}, seq=4)
+    job = refresh_queue(redis_client).enqueue(PENDING_JOB)
+    pending.take_due(job.id, max_users=10)
+    assert pending.count() == 0
+
+    run_worker_burst(redis_client)
+
+    assert read_user_state(redis_client, "a").seq == 4
+    assert not redis_client.exists(keys.refresh_taken_key(job.id))
+
+
+def test_failed_round_puts_users_back(published, redis_client, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("simulated fold-in failure")
+
+    monkeypatch.setattr(worker.drain, "refresh_users", fail)
+    RefreshEnqueuer(redis_client, quiet_ms=0)({"a": (np.array(["1"]), np.array([5.0], np.float32))}, 4)
+
+    run_worker_burst(redis_client)
+
+    assert read_user_state(redis_client, "a") is None
+    assert PendingRefreshes(redis_client).count() == 1
+    assert not redis_client.keys(keys.refresh_taken_key("*"))
+
+
+def test_job_without_snapshot_leaves_users_pending(tiny_catalogue, redis_client, monkeypatch):
+    catalogue = tiny_catalogue(ROWS)
+    monkeypatch.setattr(worker.context, "_settings", catalogue.settings)
+    RefreshEnqueuer(redis_client, quiet_ms=0)({"a": (np.array(["1"]), np.array([5.0], np.float32))}, 4)
+
+    run_worker_burst(redis_client)
+
+    assert PendingRefreshes(redis_client).count() == 1
+    assert not redis_client.exists(keys.REFRESH_SCHEDULED)
+
+
+def test_fifty_ratings_in_a_second_refresh_once(published, redis_client, redis_url, refreshed_users):
+    """50 ratings pushed one at a time while consumer and worker run end in one refresh."""
+    user_id = "burst"
+    # Items 1 and 2 alternate with changing ratings. The 50th rating is the only one of item 3.
+    events = [(str(1 + n % 2), float(1 + n % 5)) for n in range(49)] + [("3", 4.5)]
+    stop = threading.Event()
+
+    with Database(published.database_path) as database:
+        # A wide window, so a slow test machine does not split the burst.
+        enqueue = RefreshEnqueuer(redis_client, quiet_ms=1000, max_delay_ms=10_000)
+        consumer = IngestConsumer(published, redis_client, database, enqueue)
+        consumer_thread = threading.Thread(target=consumer.run, args=(stop,))
+        consumer_thread.start()
+
+        def push_one_at_a_time() -> None:
+            client = RatingClient(redis_client)
+            for n, (item_id, rating) in enumerate(events):
+                client.push(user_id, item_id, rating, timestamp=5000 + n)
+                time.sleep(0.02)
+
+        pusher = threading.Thread(target=push_one_at_a_time)
+        pusher.start()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                run_worker_burst(redis_client)
+                state = read_user_state(redis_client, user_id)
+                if not pusher.is_alive() and state is not None and state.seen_idx.size == 3:
+                    break
+                time.sleep(0.02)
+        finally:
+            pusher.join()
+            stop.set()
+            consumer_thread.join()
+        final = database.user_ratings([user_id])[user_id]
+
+    assert refreshed_users.count(user_id) == 1
+    assert PendingRefreshes(redis_client).count() == 0
+    listed = {member.decode() for member in redis_client.zrange(keys.recs_key(user_id), 0, -1)}
+    assert listed == {"4"}
+
+    snapshot = SnapshotStore(published.snapshots_dir).open()
+    model, config = model_of(snapshot)
+    item_idx = snapshot.item_indices(list(final[0]))
+    order = np.argsort(item_idx)
+    bias, factors = als.fold_in(item_idx[order].astype(np.int32), final[1][order], model, config)
+    state = read_user_state(redis_client, user_id)
+    assert dict(zip(final[0].tolist(), final[1].tolist()))["3"] == 4.5
+    assert state.bias == pytest.approx(bias, abs=1e-6)
+    np.testing.assert_allclose(state.factors, factors, atol=1e-6)
+
+
+def test_job_records_progress(published, redis_client):
+    RefreshEnqueuer(redis_client, quiet_ms=0)({"a": (np.array(["1"]), np.array([5.0], np.float32))}, 4)
+
+    run_worker_burst(redis_client)
+
+    registry = refresh_queue(redis_client).finished_job_registry
+    job = refresh_queue(redis_client).fetch_job(registry.get_job_ids()[0])
+    progress = job.get_meta()["progress"]
+    assert progress["stage"] == "refreshing"
+    assert progress["rounds"] == 1
+    assert progress["users"] == 1

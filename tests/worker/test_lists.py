@@ -1,0 +1,73 @@
+"""Top-N lists against a plain numpy ranking of every item."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import als
+from worker.lists import USERS_PER_BLOCK, top_n_lists
+
+
+def reference_lists(user_bias, user_factors, item_bias, item_factors, seen, n, counts, support_weight):
+    """Score every item in float32 as ranking_scores does, sort fully, keep the best n unseen."""
+    scores = als.ranking_scores(user_bias, user_factors, item_bias, item_factors, counts, support_weight)
+    width = min(n, item_factors.shape[0])
+    indices = np.full((len(seen), width), -1, np.int64)
+    best_scores = np.full((len(seen), width), -np.inf, np.float32)
+    for row, rated in enumerate(seen):
+        candidates = np.setdiff1d(np.arange(item_factors.shape[0]), rated)
+        order = np.lexsort((candidates, -scores[row, candidates]))[:width]
+        indices[row, : len(order)] = candidates[order]
+        best_scores[row, : len(order)] = scores[row, candidates[order]]
+    return indices, best_scores
+
+
+def random_model(rng, users: int, items: int, k: int = 4):
+    return (
+        rng.normal(size=users).astype(np.float32),
+        rng.normal(size=(users, k)).astype(np.float32),
+        rng.normal(size=items).astype(np.float32),
+        rng.normal(size=(items, k)).astype(np.float32),
+        rng.integers(0, 50, items).astype(np.int32),
+    )
+
+
+@pytest.mark.parametrize("n", [1, 5, 40, 60])
+def test_lists_match_full_sort(n):
+    rng = np.random.default_rng(n)
+    user_bias, user_factors, item_bias, item_factors, counts = random_model(rng, USERS_PER_BLOCK + 7, 50)
+    seen = [np.sort(rng.choice(50, rng.integers(0, 50), replace=False)).astype(np.int32)
+            for _ in range(user_bias.shape[0])]
+
+    indices, scores = top_n_lists(user_bias, user_factors, item_bias, item_factors, seen, n,
+                                  item_rating_count=counts, support_weight=0.1)
+    expected_indices, expected_scores = reference_lists(
+        user_bias, user_factors, item_bias, item_factors, seen, n, counts, 0.1)
+
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(scores, expected_scores)
+
+
+def test_equal_scores_ordered_by_item_index():
+    item_factors = np.zeros((6, 2), np.float32)
+    indices, scores = top_n_lists(
+        np.zeros(1, np.float32), np.ones((1, 2), np.float32), np.zeros(6, np.float32), item_factors,
+        [np.array([2], np.int32)], 4, item_rating_count=np.zeros(6, np.int32), support_weight=0.0,
+    )
+    assert indices.tolist() == [[0, 1, 3, 4]]
+    assert scores.tolist() == [[0.0, 0.0, 0.0, 0.0]]
+
+
+def test_user_who_rated_everything_gets_padding():
+    rng = np.random.default_rng(3)
+    user_bias, user_factors, item_bias, item_factors, counts = random_model(rng, 2, 5)
+    seen = [np.arange(5, dtype=np.int32), np.array([1, 3], np.int32)]
+
+    indices, scores = top_n_lists(user_bias, user_factors, item_bias, item_factors, seen, 4,
+                                  item_rating_count=counts, support_weight=0.0)
+
+    assert indices[0].tolist() == [-1, -1, -1, -1]
+    assert np.isneginf(scores[0]).all()
+    assert sorted(indices[1, :3].tolist()) == [0, 2, 4]
+    assert indices[1, 3] == -1

@@ -1,0 +1,166 @@
+"""Pending refreshes: one per user, the quiet window, the schedule key, and nothing lost."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from store import keys
+from worker.pending import PendingRefreshes
+
+pytestmark = pytest.mark.redis
+
+
+def ratings(*pairs: tuple[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([item for item, _ in pairs]), np.array([value for _, value in pairs], np.float32)
+
+
+def server_ms(redis_client) -> int:
+    seconds, micros = redis_client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def test_due_user_taken_with_ratings_and_seq(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    pending.add({"u1": ratings(("10", 4.0), ("11", 2.5))}, seq=3)
+
+    taken, wait_ms = pending.take_due("job-1", max_users=100)
+
+    assert list(taken) == ["u1"]
+    assert taken["u1"].seq == 3
+    assert taken["u1"].item_ids == ["10", "11"]
+    assert taken["u1"].ratings == [4.0, 2.5]
+    assert wait_ms == -1
+    assert pending.count() == 0
+
+
+def test_later_add_replaces_ratings(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    pending.add({"u1": ratings(("10", 4.0))}, seq=3)
+    pending.add({"u1": ratings(("10", 4.0), ("12", 1.0))}, seq=4)
+
+    taken, _ = pending.take_due("job-1", max_users=100)
+
+    assert pending.count() == 0
+    assert taken["u1"].seq == 4
+    assert taken["u1"].item_ids == ["10", "12"]
+
+
+def test_older_seq_does_not_replace_newer(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    pending.add({"u1": ratings(("10", 4.0), ("12", 1.0))}, seq=9)
+    pending.add({"u1": ratings(("10", 4.0))}, seq=8)
+
+    taken, _ = pending.take_due("job-1", max_users=100)
+
+    assert taken["u1"].seq == 9
+    assert taken["u1"].item_ids == ["10", "12"]
+
+
+def test_quiet_user_due_after_quiet_window(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=50, max_delay_ms=1000)
+    before = server_ms(redis_client)
+    pending.add({"u1": ratings(("10", 4.0))}, seq=1)
+    after = server_ms(redis_client)
+
+    due = redis_client.zscore(keys.REFRESH_DUE, "u1")
+
+    assert before + 50 <= due <= after + 50
+
+
+def test_later_add_moves_due_time(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=200, max_delay_ms=230)
+    first_add = server_ms(redis_client)
+    pending.add({"u1": ratings(("10", 4.0))}, seq=1)
+    first_due = redis_client.zscore(keys.REFRESH_DUE, "u1")
+    time.sleep(0.02)
+    pending.add({"u1": ratings(("10", 4.0), ("11", 3.0))}, seq=2)
+    second_due = redis_client.zscore(keys.REFRESH_DUE, "u1")
+    time.sleep(0.05)
+    pending.add({"u1": ratings(("10", 4.0), ("11", 3.0), ("12", 5.0))}, seq=3)
+    third_due = redis_client.zscore(keys.REFRESH_DUE, "u1")
+
+    assert second_due > first_due
+    assert third_due >= second_due
+    assert third_due <= first_add + 230 + 5  # 5 ms: the add reads the clock after first_add
+
+
+def test_user_not_due_is_left_pending(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=60_000, max_delay_ms=60_000)
+    pending.add({"u1": ratings(("10", 4.0))}, seq=1)
+
+    taken, wait_ms = pending.take_due("job-1", max_users=100)
+
+    assert taken == {}
+    assert 0 < wait_ms <= 60_000
+    assert pending.count() == 1
+    assert redis_client.exists(keys.REFRESH_SCHEDULED)
+
+
+def test_schedule_claimed_once_until_drained(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+
+    assert pending.add({"u1": ratings(("10", 4.0))}, seq=1) is True
+    assert pending.add({"u2": ratings(("10", 4.0))}, seq=1) is False
+    pending.take_due("job-1", max_users=100)
+    assert not redis_client.exists(keys.REFRESH_SCHEDULED)
+    assert pending.add({"u3": ratings(("10", 4.0))}, seq=2) is True
+
+
+def test_take_respects_max_users(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    pending.add({f"u{n}": ratings(("10", 4.0)) for n in range(5)}, seq=1)
+
+    taken, wait_ms = pending.take_due("job-1", max_users=3)
+
+    assert len(taken) == 3
+    assert wait_ms == 0
+    assert pending.count() == 2
+
+
+def test_taken_users_kept_until_finished(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    pending.add({"u1": ratings(("10", 4.0))}, seq=1)
+    pending.take_due("job-1", max_users=100)
+
+    # A retry of job-1 after its worker died finds what it had taken.
+    assert list(pending.taken_users("job-1")) == ["u1"]
+    pending.finish("job-1")
+    assert pending.taken_users("job-1") == {}
+
+
+def test_give_back_returns_users_unless_newer_pending(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    pending.add({"u1": ratings(("10", 4.0)), "u2": ratings(("10", 1.0))}, seq=1)
+    pending.take_due("job-1", max_users=100)
+    pending.add({"u2": ratings(("10", 1.0), ("11", 2.0))}, seq=2)
+
+    assert pending.give_back("job-1") == 2
+
+    taken, _ = pending.take_due("job-2", max_users=100)
+    assert taken["u1"].seq == 1
+    assert taken["u2"].seq == 2
+    assert taken["u2"].item_ids == ["10", "11"]
+
+
+def test_claim_schedule_only_with_pending_users(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    assert pending.claim_schedule() is False
+
+    pending.add({"u1": ratings(("10", 4.0))}, seq=1)
+    pending.release_schedule()
+
+    assert pending.claim_schedule() is True
+    assert pending.claim_schedule() is False
+
+
+@pytest.mark.parametrize(
+    ("quiet_ms", "max_delay_ms", "message"),
+    [(-1, 10, "quiet_ms: must be at least 0, got -1"),
+     (50, 10, "max_delay_ms: must be at least quiet_ms (50), got 10")],
+)
+def test_rejects_bad_window(redis_client, quiet_ms, max_delay_ms, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        PendingRefreshes(redis_client, quiet_ms=quiet_ms, max_delay_ms=max_delay_ms)

@@ -1,0 +1,109 @@
+"""The refresh job that takes every due pending user (worker/pending.py) and refreshes them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from rq import get_current_job
+
+from store.errors import SnapshotNotFoundError
+from worker.context import current_settings
+from worker.pending import PendingRefreshes, PendingUser
+from worker.queues import enqueue_pending_job
+from worker.refresh import refresh_users
+from worker.snapshot_cache import current_snapshot
+
+log = logging.getLogger(__name__)
+
+# Users folded in and written per round; a refold after a retrain is taken in rounds this size.
+ROUND_USERS = 2000
+# Seconds a job keeps taking rounds before it hands over to a successor job, so a worker under
+# steady traffic still returns to RQ (registries, other queues) now and then.
+JOB_SECONDS = 10.0
+
+
+def refresh_pending_job() -> dict[str, Any]:
+    """Refresh due pending users in rounds until none is pending or JOB_SECONDS have passed.
+
+    A job that finds users taken by an earlier run of itself (a retry after its worker died)
+    refreshes them first. A round that fails puts its users back as due and raises, so RQ's
+    retry and later jobs refresh them.
+    """
+    started = time.perf_counter()
+    job = get_current_job()
+    connection: redis.Redis = job.connection
+    settings = current_settings()
+    pending = PendingRefreshes(connection)
+
+    try:
+        snapshot = current_snapshot(settings.snapshots_dir)
+    except SnapshotNotFoundError:
+        # Users stay pending; the first retrain writes every list and refolds them.
+        pending.release_schedule()
+        log.warning("refresh waits for a snapshot job=%s pending=%d", job.id, pending.count())
+        return {"rounds": 0, "users": 0, "written": 0}
+
+    rounds = users = written = 0
+    batch = pending.taken_users(job.id)
+    wait_ms = 0
+    while True:
+        if not batch:
+            batch, wait_ms = pending.take_due(job.id, ROUND_USERS)
+        if batch:
+            snapshot = current_snapshot(settings.snapshots_dir)
+            written += _refresh_round(connection, pending, job.id, snapshot, batch, settings.top_n)
+            rounds += 1
+            users += len(batch)
+            # `streamrec status` shows this, and its age shows whether the job still makes progress.
+            job.meta["progress"] = {
+                "stage": "refreshing", "rounds": rounds, "users": users,
+                "updated_at": round(time.time(), 1),
+            }
+            job.save_meta()
+        batch = {}
+
+        if wait_ms < 0:
+            break
+        if time.perf_counter() - started > JOB_SECONDS:
+            # REFRESH_SCHEDULED stays set: the successor takes over this job's role.
+            enqueue_pending_job(connection)
+            break
+        if wait_ms > 0:
+            time.sleep(wait_ms / 1000.0)
+
+    seconds = time.perf_counter() - started
+    log.info(
+        "refresh finished job=%s rounds=%d users=%d written=%d version=%d seconds=%.3f",
+        job.id, rounds, users, written, snapshot.version, seconds,
+    )
+    return {"rounds": rounds, "users": users, "written": written, "version": snapshot.version}
+
+
+def _refresh_round(
+    connection: redis.Redis,
+    pending: PendingRefreshes,
+    job_id: str,
+    snapshot,
+    batch: dict[str, PendingUser],
+    top_n: int,
+) -> int:
+    started = time.perf_counter()
+    users = {user_id: (user.item_ids, user.ratings) for user_id, user in batch.items()}
+    seqs = [user.seq for user in batch.values()]
+    try:
+        written = refresh_users(connection, snapshot, users, seqs, top_n)
+    except Exception:
+        returned = pending.give_back(job_id)
+        pending.release_schedule()
+        # RQ logs the error with its traceback when the job fails.
+        log.warning("refresh round failed, users put back job=%s users=%d", job_id, returned)
+        raise
+    pending.finish(job_id)
+    log.debug(
+        "refresh round written job=%s users=%d written=%d max_seq=%d seconds=%.3f",
+        job_id, len(batch), written, max(seqs), time.perf_counter() - started,
+    )
+    return written

@@ -1,0 +1,230 @@
+"""Pending refreshes in Redis: at most one per user, coalesced until the user has been quiet.
+
+The ingest consumer adds each touched user's complete ratings; refresh jobs take the users that
+are due. The rule, with times read from the Redis server's clock:
+
+- A user with nothing pending becomes due `quiet_ms` after the add.
+- A later add for a user who is still pending replaces the stored ratings, unless the stored
+  ones carry a higher seq, and moves the due time to `quiet_ms` after this add. The due time is
+  never later than `max_delay_ms` after the add that made the user pending.
+
+So a burst of ratings whose gaps stay under `quiet_ms` ends in one refresh with the last
+ratings, and a user who keeps rating is still refreshed at least every `max_delay_ms`.
+
+Keys (names in store/keys.py):
+
+- REFRESH_PENDING, hash: user_id -> "<seq> <first add, ms>\\n<JSON [[item_id...], [rating...]]>".
+- REFRESH_DUE, sorted set: user_id -> due time in ms since the epoch.
+- REFRESH_SCHEDULED, string with an expiry: set while a refresh job is queued or running, so the
+  consumer enqueues a job only when none is.
+- refresh_taken_key(job_id), hash like REFRESH_PENDING: the users a job took and has not written
+  yet. A retry of the job after its worker died refreshes them first, so nothing taken is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+
+from store import keys
+
+# Milliseconds a pending user must be quiet before the refresh, and the longest a refresh waits.
+QUIET_MS = 50
+MAX_DELAY_MS = 1000
+# Milliseconds REFRESH_SCHEDULED lives unless a running job renews it. When a job is lost before
+# it ran (a consumer killed between the add and the enqueue), the next add after this long
+# enqueues a new one.
+SCHEDULED_TTL_MS = 30_000
+
+# Shared by the scripts below: `now` in ms from the server clock, and `merge(hash, user, entry)`,
+# which stores an entry unless the hash holds one for the user with a higher seq.
+_PRELUDE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function seq_of(entry)
+  return tonumber(string.match(entry, '^(%d+) '))
+end
+local function merge(hash, user, entry)
+  local stored = redis.call('HGET', hash, user)
+  if stored and seq_of(stored) > seq_of(entry) then
+    return false
+  end
+  redis.call('HSET', hash, user, entry)
+  return true
+end
+"""
+
+# KEYS: pending, due, scheduled. ARGV: quiet_ms, max_delay_ms, scheduled_ttl_ms, then
+# (user_id, seq, body) per user. Returns 1 when it set REFRESH_SCHEDULED, so the caller must
+# enqueue a job, else 0.
+_ADD_LUA = _PRELUDE + """
+local quiet = tonumber(ARGV[1])
+local max_delay = tonumber(ARGV[2])
+for i = 4, #ARGV, 3 do
+  local user = ARGV[i]
+  local first = now
+  local stored = redis.call('HGET', KEYS[1], user)
+  if stored then
+    first = tonumber(string.match(stored, '^%d+ (%d+)'))
+  end
+  merge(KEYS[1], user, ARGV[i + 1] .. ' ' .. first .. '\\n' .. ARGV[i + 2])
+  redis.call('ZADD', KEYS[2], math.min(now + quiet, first + max_delay), user)
+end
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then
+  return 1
+end
+return 0
+"""
+
+# KEYS: pending, due, scheduled, taken. ARGV: max users, scheduled_ttl_ms. Moves up to max users
+# that are due from pending to taken and returns {user_id, entry, user_id, entry, ...,
+# wait_ms}. wait_ms is -1 when nothing is left pending, and then REFRESH_SCHEDULED is deleted,
+# so the next add enqueues a new job. Otherwise it is the time until the next user is due.
+_TAKE_LUA = _PRELUDE + """
+local users = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local result = {}
+if #users > 0 then
+  local entries = redis.call('HMGET', KEYS[1], unpack(users))
+  redis.call('ZREM', KEYS[2], unpack(users))
+  redis.call('HDEL', KEYS[1], unpack(users))
+  for i, user in ipairs(users) do
+    if entries[i] then
+      merge(KEYS[4], user, entries[i])
+      result[#result + 1] = user
+      result[#result + 1] = entries[i]
+    end
+  end
+end
+local next_due = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if #next_due == 0 then
+  redis.call('DEL', KEYS[3])
+  result[#result + 1] = -1
+else
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+  result[#result + 1] = math.max(0, tonumber(next_due[2]) - now)
+end
+return result
+"""
+
+# KEYS: pending, due, taken. Puts a failed job's taken users back as due now, unless a newer
+# entry arrived meanwhile, and deletes taken. Returns the number of users put back.
+_RETURN_LUA = _PRELUDE + """
+local taken = redis.call('HGETALL', KEYS[3])
+for i = 1, #taken, 2 do
+  if merge(KEYS[1], taken[i], taken[i + 1]) then
+    redis.call('ZADD', KEYS[2], now, taken[i])
+  end
+end
+redis.call('DEL', KEYS[3])
+return #taken / 2
+"""
+
+
+@dataclass(frozen=True)
+class PendingUser:
+    """A user's complete ratings as the consumer added them, at ingest batch `seq`."""
+
+    seq: int
+    item_ids: list[str]
+    ratings: list[float]
+
+
+class PendingRefreshes:
+    """The pending refreshes of one Redis database; see the module docstring for the rule."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        *,
+        quiet_ms: int = QUIET_MS,
+        max_delay_ms: int = MAX_DELAY_MS,
+    ) -> None:
+        if quiet_ms < 0:
+            raise ValueError(f"quiet_ms: must be at least 0, got {quiet_ms}")
+        if max_delay_ms < quiet_ms:
+            raise ValueError(
+                f"max_delay_ms: must be at least quiet_ms ({quiet_ms}), got {max_delay_ms}"
+            )
+        self.connection = connection
+        self.quiet_ms = quiet_ms
+        self.max_delay_ms = max_delay_ms
+        self._add = connection.register_script(_ADD_LUA)
+        self._take = connection.register_script(_TAKE_LUA)
+        self._return = connection.register_script(_RETURN_LUA)
+
+    def add(self, user_ratings: Mapping[str, tuple[np.ndarray, np.ndarray]], seq: int) -> bool:
+        """Add each user's complete (item_ids, ratings); return True when the caller must enqueue
+        a refresh job because none is queued or running."""
+        if seq < 0:
+            raise ValueError(f"seq: must be at least 0, got {seq}")
+        args: list[str | int] = [self.quiet_ms, self.max_delay_ms, SCHEDULED_TTL_MS]
+        for user_id, (item_ids, ratings) in user_ratings.items():
+            body = json.dumps([np.asarray(item_ids).tolist(), np.asarray(ratings, dtype=float).tolist()])
+            args.extend((str(user_id), int(seq), body))
+        keys_ = [keys.REFRESH_PENDING, keys.REFRESH_DUE, keys.REFRESH_SCHEDULED]
+        return bool(self._add(keys=keys_, args=args))
+
+    def take_due(self, job_id: str, max_users: int) -> tuple[dict[str, PendingUser], int]:
+        """Move up to `max_users` due users into the job's taken hash and return them.
+
+        Also returns the milliseconds until the next pending user is due, or -1 when none is
+        pending any more (the job may then stop: the next add enqueues a new one).
+        """
+        reply = self._take(
+            keys=[keys.REFRESH_PENDING, keys.REFRESH_DUE, keys.REFRESH_SCHEDULED,
+                  keys.refresh_taken_key(job_id)],
+            args=[max_users, SCHEDULED_TTL_MS],
+        )
+        wait_ms = int(reply[-1])
+        return _decode_entries(reply[:-1]), wait_ms
+
+    def taken_users(self, job_id: str) -> dict[str, PendingUser]:
+        """Return the users a job took and did not finish, which a retry of the job refreshes first."""
+        entries = self.connection.hgetall(keys.refresh_taken_key(job_id))
+        flat: list[bytes] = []
+        for user_id, entry in entries.items():
+            flat.extend((user_id, entry))
+        return _decode_entries(flat)
+
+    def finish(self, job_id: str) -> None:
+        """Forget the users the job took, once their states are written."""
+        self.connection.delete(keys.refresh_taken_key(job_id))
+
+    def give_back(self, job_id: str) -> int:
+        """Put a failed job's taken users back as due now; return how many there were."""
+        return int(self._return(
+            keys=[keys.REFRESH_PENDING, keys.REFRESH_DUE, keys.refresh_taken_key(job_id)], args=[]
+        ))
+
+    def claim_schedule(self) -> bool:
+        """Set REFRESH_SCHEDULED when users are pending and no job is scheduled; return whether
+        it did, in which case the caller must enqueue a job."""
+        if not self.connection.exists(keys.REFRESH_PENDING):
+            return False
+        return bool(self.connection.set(keys.REFRESH_SCHEDULED, "1", nx=True, px=SCHEDULED_TTL_MS))
+
+    def release_schedule(self) -> None:
+        """Delete REFRESH_SCHEDULED, so the next add enqueues a job."""
+        self.connection.delete(keys.REFRESH_SCHEDULED)
+
+    def count(self) -> int:
+        """Return the number of users waiting for a refresh (taken ones not included)."""
+        return int(self.connection.hlen(keys.REFRESH_PENDING))
+
+
+def _decode_entries(flat: list[bytes]) -> dict[str, PendingUser]:
+    users: dict[str, PendingUser] = {}
+    for position in range(0, len(flat), 2):
+        user_id = _text(flat[position])
+        header, _, body = _text(flat[position + 1]).partition("\n")
+        item_ids, ratings = json.loads(body)
+        users[user_id] = PendingUser(int(header.split(" ", 1)[0]), item_ids, ratings)
+    return users
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
