@@ -10,7 +10,7 @@ from als.foldin import fold_in, fold_in_many
 from als.genres import ItemGenres, build_item_genres, empty_item_genres, item_prior
 from als.metrics import mae, ndcg_at_k, recall_at_k, rmse
 from als.model import ALSModel, init_model
-from als.ranking import UNKNOWN, item_support, predict, ranking_scores, support_weights, top_n
+from als.ranking import UNKNOWN, item_support, predict, ranking_scores, ranking_table, support_weights, top_n
 from als.sparse import RatingMatrix, build_rating_matrix
 from als.steps import compute_loss, step_genres, step_items, step_users
 from als.training import EpochStats, train
@@ -37,6 +37,7 @@ __all__ = [
     "ndcg_at_k",
     "predict",
     "ranking_scores",
+    "ranking_table",
     "recall_at_k",
     "rmse",
     "step_genres",

@@ -93,6 +93,7 @@ def ranking_scores(
     support_weight: float | np.ndarray,
     *,
     support: np.ndarray | None = None,
+    table: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return the ranking score b_m + c_n + u_m . v_n + w_m * log(1 + count_n).
 
@@ -100,7 +101,8 @@ def ranking_scores(
     float64 (N,). For a block of users (user_factors (B, K), user_bias (B,), support_weight a
     number or (B,) per-user weights from support_weights) it is float32 (B, N), to keep a block of
     a large catalogue in memory. `support` is item_support(item_rating_count), for callers that
-    serve many queries and compute it once. Raises ValueError when the shapes do not fit.
+    serve many queries and compute it once, and `table` is ranking_table(...) for callers that
+    score many blocks. Raises ValueError when the shapes do not fit.
     """
     n_items = item_factors.shape[0]
     if item_bias.shape != (n_items,) or item_rating_count.shape != (n_items,):
@@ -132,15 +134,32 @@ def ranking_scores(
             scores += float(weights) * support
         scores += float(user_bias)
         return scores
-    scores = np.asarray(user_factors, np.float32) @ item_factors.T
-    scores += np.asarray(item_bias, np.float32)
-    if weights.ndim == 0:
-        if weights != 0.0:
-            scores += (float(weights) * support).astype(np.float32)
-    else:
-        scores += weights.astype(np.float32)[:, np.newaxis] * support.astype(np.float32)
-    scores += np.asarray(user_bias, np.float32)[:, np.newaxis]
-    return scores
+    if table is None:
+        table = ranking_table(item_bias, item_factors, support)
+    # One matrix product adds the biases and the support term too: each user row is
+    # (u_m, 1, w_m, b_m) and each item row (v_n, c_n, support_n, 1).
+    k = item_factors.shape[1]
+    users = np.empty((n_users, k + 3), np.float32)
+    users[:, :k] = user_factors
+    users[:, k] = 1.0
+    users[:, k + 1] = weights
+    users[:, k + 2] = user_bias
+    return users @ table.T
+
+
+def ranking_table(item_bias: np.ndarray, item_factors: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Return the float32 (N, K + 3) rows (v_n, c_n, support_n, 1) that score a block of users.
+
+    `support` is item_support(item_rating_count). ranking_scores builds the table for each block
+    when it is not given, which copies the item factors once per call.
+    """
+    n_items, k = item_factors.shape
+    table = np.empty((n_items, k + 3), np.float32)
+    table[:, :k] = item_factors
+    table[:, k] = item_bias
+    table[:, k + 1] = support
+    table[:, k + 2] = 1.0
+    return table
 
 
 def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> np.ndarray:

@@ -39,13 +39,13 @@ def top_n_lists(
     if width == 0:
         return indices, scores
 
-    support = als.item_support(item_rating_count)
+    table = als.ranking_table(item_bias, item_factors, als.item_support(item_rating_count))
     for start in range(0, n_users, USERS_PER_BLOCK):
         stop = min(start + USERS_PER_BLOCK, n_users)
         weights = support_weight if np.ndim(support_weight) == 0 else support_weight[start:stop]
         block = als.ranking_scores(
             user_bias[start:stop], user_factors[start:stop], item_bias, item_factors,
-            item_rating_count, weights, support=support,
+            item_rating_count, weights, table=table,
         )
         block_seen = seen[start:stop]
         seen_indptr = np.zeros(stop - start + 1, dtype=np.int64)
