@@ -206,6 +206,43 @@ def squared_error_sum(
     return total
 
 
+
+# Ratings per parallel chunk of clipped_squared_error_sum: large enough that the per-chunk float64
+# partial sums cost nothing, small enough that two threads share 32M ratings evenly.
+ERROR_CHUNK = 65536
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def clipped_squared_error_sum(
+    user_idx, item_idx, ratings, user_factors, user_bias, item_factors, item_bias, global_mean,
+    low, high,
+):
+    """Return sum over ratings of (r - clip(global_mean + b_m + c_n + u_m . v_n, low, high))^2.
+
+    The ratings come as coordinates: rating p is user_idx[p]'s rating of item_idx[p], with the
+    indices already checked to lie inside the factor tables. The prediction and the sums are in
+    float64, so the result matches numpy's float64 predictions to rounding.
+    """
+    n = ratings.shape[0]
+    K = user_factors.shape[1]
+    n_chunks = (n + ERROR_CHUNK - 1) // ERROR_CHUNK
+    partial = np.zeros(n_chunks, np.float64)
+    for chunk in prange(n_chunks):
+        chunk_sum = 0.0
+        for p in range(chunk * ERROR_CHUNK, min(n, (chunk + 1) * ERROR_CHUNK)):
+            user = user_idx[p]
+            item = item_idx[p]
+            dot = 0.0
+            for k in range(K):
+                dot += np.float64(user_factors[user, k]) * np.float64(item_factors[item, k])
+            prediction = global_mean + np.float64(user_bias[user]) + np.float64(item_bias[item]) + dot
+            prediction = min(max(prediction, low), high)
+            error = np.float64(ratings[p]) - prediction
+            chunk_sum += error * error
+        partial[chunk] = chunk_sum
+    return partial.sum()
+
+
 # Reassociation lets LLVM vectorise the sums below. The flags that assume no NaN or inf are left
 # out on purpose, so a NaN in the data still reaches the pivot check and fails the solve.
 FAST_MATH = {"reassoc", "contract", "nsz", "arcp"}
