@@ -30,7 +30,7 @@ def test_row_solvers_match_numpy(K, ratings_per_user, tau):
     factors = np.zeros((n_users, K), np.float32)
     biases = np.zeros(n_users, np.float32)
 
-    failed = solve_rows(
+    failed, _ = solve_rows(
         matrix.user_indptr, matrix.user_items, matrix.user_ratings, V, b, 3.5, np.zeros((0, K)),
         1.3, tau, 0.0, row_chunks(matrix.user_indptr, K), factors, biases,
     )
