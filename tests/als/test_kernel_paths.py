@@ -17,7 +17,9 @@ def reference(matrix, V, b, user, K, tau, gamma, global_mean):
     return np.linalg.solve(A, W.T @ y)
 
 
-@pytest.mark.parametrize("K, ratings_per_user", [(8, 4), (32, 12), (32, 150), (64, 40), (64, 300)])
+@pytest.mark.parametrize(
+    "K, ratings_per_user", [(8, 4), (32, 12), (32, 150), (64, 40), (64, 300), (128, 200)]
+)
 @pytest.mark.parametrize("tau", [0.7, TINY_PENALTY / 10])
 def test_row_solvers_match_numpy(K, ratings_per_user, tau):
     rng = np.random.default_rng(K + ratings_per_user)
