@@ -8,7 +8,7 @@ from als.config import ALSConfig
 from als.errors import NonFiniteError, SolveError
 from als.foldin import fold_in, fold_in_many
 from als.genres import ItemGenres, build_item_genres, empty_item_genres, item_prior
-from als.metrics import mae, ndcg_at_k, recall_at_k, rmse
+from als.metrics import mae, model_rmse, ndcg_at_k, recall_at_k, rmse
 from als.model import ALSModel, init_model
 from als.ranking import UNKNOWN, item_support, predict, ranking_scores, ranking_table, support_weights, top_n
 from als.sparse import RatingMatrix, build_rating_matrix
@@ -34,6 +34,7 @@ __all__ = [
     "item_support",
     "item_prior",
     "mae",
+    "model_rmse",
     "ndcg_at_k",
     "predict",
     "ranking_scores",

@@ -31,13 +31,14 @@ from als.sparse import RatingMatrix
 CHUNKS_PER_THREAD = 8
 
 
-def step_users(matrix: RatingMatrix, model: ALSModel, config: ALSConfig) -> None:
+def step_users(matrix: RatingMatrix, model: ALSModel, config: ALSConfig) -> float:
     """Set every user's bias and factors to their exact minimiser, items fixed (in place).
 
-    Raises SolveError naming the first user whose solve failed.
+    Returns the sum of squared training errors of the updated model. Raises SolveError naming
+    the first user whose solve failed.
     """
     check_model(matrix, model, config)
-    solve_side(
+    return solve_side(
         "user_idx",
         matrix.user_indptr,
         matrix.user_items,
@@ -54,17 +55,17 @@ def step_users(matrix: RatingMatrix, model: ALSModel, config: ALSConfig) -> None
 
 def step_items(
     matrix: RatingMatrix, model: ALSModel, genres: ItemGenres, config: ALSConfig
-) -> None:
+) -> float:
     """Set every item's bias and factors to their exact minimiser, users and genres fixed.
 
     An item's factors are pulled towards its genre prior when config.use_genres is set, and an
-    unrated item lands exactly on its prior with bias 0. Raises SolveError naming the first
-    item whose solve failed.
+    unrated item lands exactly on its prior with bias 0. Returns the sum of squared training
+    errors of the updated model. Raises SolveError naming the first item whose solve failed.
     """
     check_model(matrix, model, config)
     check_genres(matrix, model, genres)
     prior = item_prior64(model.genre_factors, genres) if config.use_genres else no_prior(model.factors)
-    solve_side(
+    return solve_side(
         "item_idx",
         matrix.item_indptr,
         matrix.item_users,
@@ -136,7 +137,14 @@ def loss_and_squared_error(
             model.global_mean,
         )
     )
+    return loss_from_squared_error(matrix, model, genres, config, squared_error), squared_error
 
+
+def loss_from_squared_error(
+    matrix: RatingMatrix, model: ALSModel, genres: ItemGenres, config: ALSConfig,
+    squared_error: float,
+) -> float:
+    """Return L given its data term, the sum of squared training errors, by adding the penalties."""
     tau = config.reg_factors
     item_factors = model.item_factors.astype(np.float64)
     if config.use_genres:
@@ -149,7 +157,7 @@ def loss_and_squared_error(
     loss += 0.5 * config.reg_bias * (_sum_of_squares(model.user_bias) + _sum_of_squares(model.item_bias))
     if config.use_genres:
         loss += 0.5 * config.reg_genre * _sum_of_squares(model.genre_factors)
-    return loss, squared_error
+    return loss
 
 
 def solve_side(
@@ -164,9 +172,13 @@ def solve_side(
     config: ALSConfig,
     out_factors: np.ndarray,
     out_bias: np.ndarray,
-) -> None:
-    """Solve every row of one CSR side in parallel, or raise SolveError naming the first failed row."""
-    failed = solve_rows(
+) -> float:
+    """Solve every row of one CSR side in parallel, or raise SolveError naming the first failed row.
+
+    Returns the rows' sum of squared errors sum (rating - global_mean - other_bias - out_bias
+    - out_factors . other_factors)^2 after the solve, from the sums the solves already built.
+    """
+    failed, squared_errors = solve_rows(
         indptr,
         columns,
         ratings,
@@ -188,6 +200,7 @@ def solve_side(
             f"{row_name} {row}: Cholesky solve for bias and factors failed, so the ratings "
             f"or the fixed side's factors and biases are probably not finite"
         )
+    return float(squared_errors.sum())
 
 
 def row_chunks(indptr: np.ndarray, factors: int) -> np.ndarray:

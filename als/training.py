@@ -15,7 +15,7 @@ from als.errors import NonFiniteError
 from als.genres import ItemGenres, item_prior
 from als.model import ALSModel, init_model
 from als.sparse import RatingMatrix
-from als.steps import check_genres, loss_and_squared_error, step_genres, step_items, step_users
+from als.steps import check_genres, loss_from_squared_error, step_genres, step_items, step_users
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,13 @@ def train(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         step_users(matrix, model, config)
-        step_items(matrix, model, genres, config)
+        # The item step leaves the biases and factors of the epoch's end, because the genre
+        # step changes only the priors, so its squared errors are the epoch's.
+        squared_error = step_items(matrix, model, genres, config)
         step_genres(model, genres, config, item_counts)
         check_finite(model, epoch)
 
-        loss, squared_error = loss_and_squared_error(matrix, model, genres, config)
+        loss = loss_from_squared_error(matrix, model, genres, config, squared_error)
         if not math.isfinite(loss):
             raise NonFiniteError(f"loss: not finite after epoch {epoch}, got {loss}")
         rmse = math.sqrt(squared_error / matrix.nnz) if matrix.nnz else 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import logging
 import time
 from typing import Any, Callable
@@ -73,21 +72,11 @@ def train_model(data: RatingsData, config: als.ALSConfig, progress: Progress) ->
         return als.train(matrix, genres, config, callback=on_epoch)
 
 
-# Ratings predicted per step when measuring the training RMSE: predict gathers a float64 row of
-# factors per rating on each side, so a step costs about 2 * 8 * K bytes per rating.
-RMSE_CHUNK_RATINGS = 250_000
-
-
 def training_rmse(model: als.ALSModel, data: RatingsData, settings: Settings) -> float:
-    """RMSE of the clipped predictions over the training ratings, in chunks of bounded memory."""
-    squared_error = 0.0
-    for start in range(0, data.nnz, RMSE_CHUNK_RATINGS):
-        stop = min(start + RMSE_CHUNK_RATINGS, data.nnz)
-        predictions = als.predict(model, data.user_idx[start:stop], data.item_idx[start:stop])
-        np.clip(predictions, settings.rating_min, settings.rating_max, out=predictions)
-        predictions -= data.rating[start:stop]
-        squared_error += float(np.dot(predictions, predictions))
-    return math.sqrt(squared_error / data.nnz) if data.nnz else 0.0
+    """Return the RMSE of the predictions clipped to the rating scale, over the training ratings."""
+    return als.model_rmse(
+        model, data.user_idx, data.item_idx, data.rating, settings.rating_min, settings.rating_max
+    )
 
 
 def snapshot_data(

@@ -17,7 +17,9 @@ def reference(matrix, V, b, user, K, tau, gamma, global_mean):
     return np.linalg.solve(A, W.T @ y)
 
 
-@pytest.mark.parametrize("K, ratings_per_user", [(8, 4), (32, 12), (32, 150), (64, 40), (64, 300)])
+@pytest.mark.parametrize(
+    "K, ratings_per_user", [(8, 4), (32, 12), (32, 150), (64, 40), (64, 300), (128, 200)]
+)
 @pytest.mark.parametrize("tau", [0.7, TINY_PENALTY / 10])
 def test_row_solvers_match_numpy(K, ratings_per_user, tau):
     rng = np.random.default_rng(K + ratings_per_user)
@@ -30,7 +32,7 @@ def test_row_solvers_match_numpy(K, ratings_per_user, tau):
     factors = np.zeros((n_users, K), np.float32)
     biases = np.zeros(n_users, np.float32)
 
-    failed = solve_rows(
+    failed, _ = solve_rows(
         matrix.user_indptr, matrix.user_items, matrix.user_ratings, V, b, 3.5, np.zeros((0, K)),
         1.3, tau, 0.0, row_chunks(matrix.user_indptr, K), factors, biases,
     )

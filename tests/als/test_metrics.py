@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from als import mae, ndcg_at_k, recall_at_k, rmse
+from als import ALSModel, mae, model_rmse, ndcg_at_k, predict, recall_at_k, rmse
 
 
 def test_rmse_and_mae_hand_computed():
@@ -49,3 +49,48 @@ def test_ranking_metrics_reject_bad_input():
         ndcg_at_k([np.array([1])], [np.array([1])], k=0)
     with pytest.raises(ValueError, match="every user's list is empty"):
         ndcg_at_k([np.array([1])], [np.array([], dtype=int)], k=1)
+
+
+def random_model(seed: int, n_users: int, n_items: int, factors: int) -> ALSModel:
+    """Return a model whose predictions spread well beyond the 0.5 to 5 rating scale."""
+    rng = np.random.default_rng(seed)
+    return ALSModel(
+        global_mean=3.5,
+        user_factors=rng.normal(0, 1, (n_users, factors)).astype(np.float32),
+        user_bias=rng.normal(0, 1, n_users).astype(np.float32),
+        item_factors=rng.normal(0, 1, (n_items, factors)).astype(np.float32),
+        item_bias=rng.normal(0, 1, n_items).astype(np.float32),
+        genre_factors=np.zeros((0, factors), np.float32),
+    )
+
+
+def test_model_rmse_matches_clipped_predict():
+    # More ratings than one parallel chunk of the kernel, so the partial sums are combined.
+    rng = np.random.default_rng(3)
+    model = random_model(3, n_users=300, n_items=200, factors=5)
+    users = rng.integers(0, 300, 70_000)
+    items = rng.integers(0, 200, 70_000)
+    ratings = rng.integers(1, 11, 70_000).astype(np.float32) / 2
+    predictions = np.clip(predict(model, users, items), 0.5, 5.0)
+    assert (predictions == 0.5).any()
+    assert (predictions == 5.0).any()
+
+    expected = rmse(predictions, ratings)
+    assert model_rmse(model, users, items, ratings, 0.5, 5.0) == pytest.approx(expected, rel=1e-9)
+
+
+def test_model_rmse_empty_is_zero():
+    model = random_model(4, n_users=3, n_items=2, factors=2)
+    empty = np.zeros(0, np.int64)
+    assert model_rmse(model, empty, empty, np.zeros(0, np.float32), 0.5, 5.0) == 0.0
+
+
+def test_model_rmse_rejects_bad_input():
+    model = random_model(5, n_users=3, n_items=2, factors=2)
+    ratings = np.array([4.0, 3.0], np.float32)
+    with pytest.raises(ValueError, match=r"item_idx: must be in \[0, 2\), got 2"):
+        model_rmse(model, np.array([0, 1]), np.array([0, 2]), ratings, 0.5, 5.0)
+    with pytest.raises(ValueError, match="equal lengths"):
+        model_rmse(model, np.array([0, 1]), np.array([0, 1]), ratings[:1], 0.5, 5.0)
+    with pytest.raises(ValueError, match="rating_min, rating_max"):
+        model_rmse(model, np.array([0, 1]), np.array([0, 1]), ratings, 5.0, 0.5)

@@ -85,7 +85,7 @@ def test_unrated_catalogue_movie_ranked_by_genres(tiny_catalogue, redis_client):
     assert "4" in [r.item_id for r in recommendations]
 
 
-def test_training_rmse_matches_unchunked(tiny_catalogue, monkeypatch):
+def test_training_rmse_matches_clipped_predict(tiny_catalogue):
     from worker import retrain
 
     rows = [(f"u{u}", str(i), float(1 + (u * i) % 5), 1000 + u * 10 + i) for u in range(7) for i in (1, 2, 3)]
@@ -97,7 +97,6 @@ def test_training_rmse_matches_unchunked(tiny_catalogue, monkeypatch):
     model = retrain.train_model(data, als.ALSConfig(factors=2, epochs=2), lambda stage, fields: None)
     expected = als.rmse(np.clip(als.predict(model, data.user_idx, data.item_idx), 0.5, 5.0), data.rating)
 
-    monkeypatch.setattr(retrain, "RMSE_CHUNK_RATINGS", 4)
     assert retrain.training_rmse(model, data, catalogue.settings) == pytest.approx(expected, rel=1e-9)
 
 
