@@ -9,8 +9,9 @@ Delivery guarantees, given that a crash can happen between any two steps:
   already contains those at or below the committed stream id, so they are only acknowledged
   and their users refreshed. Replaying would be harmless anyway, because the upsert keeps the
   newest rating.
-- New entries are compared with the committed stream id. Redis makes ids from its clock, so a
-  stream recreated after the clock was set back would have entries skipped as already committed.
+- Only re-read pending entries are compared with the committed stream id. Entries delivered for
+  the first time are always applied, so a stream recreated with lower ids (after a Redis restart
+  without persistence, or after one entry was added with an id in the future) loses nothing.
 - Refresh jobs are enqueued before the acknowledgement, so a crash between the two repeats the
   refresh rather than losing it.
 """
@@ -123,9 +124,9 @@ class IngestConsumer:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            entries = self._read_batch()
+            entries, pending = self._read_batch()
             if entries:
-                self._process_batch(entries)
+                self._process_batch(entries, pending=pending)
         finally:
             if collecting:
                 gc.enable()
@@ -145,25 +146,28 @@ class IngestConsumer:
                 raise
         self._group_ready = True
 
-    def _read_batch(self) -> list[Entry]:
-        """Read this consumer's pending entries while any remain, then new entries."""
+    def _read_batch(self) -> tuple[list[Entry], bool]:
+        """Read this consumer's pending entries while any remain, then new entries.
+
+        Returns the entries and whether they are pending ones, delivered before.
+        """
         count = self.settings.ingest_batch_size
         try:
             if self._read_pending:
                 entries = self._xreadgroup("0", count, block=None)
                 if entries:
-                    return entries
+                    return entries, True
                 self._read_pending = False
             # Redis reads BLOCK 0 as "wait forever", so a setting of 0 means no wait at all.
             block = self.settings.ingest_block_ms or None
-            return self._xreadgroup(">", count, block=block)
+            return self._xreadgroup(">", count, block=block), False
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             # The stream or group was deleted while we ran; create them again on the next call.
             log.warning("consumer group missing, creating it again group=%s", self.group)
             self._group_ready = False
-            return []
+            return [], False
 
     def _xreadgroup(self, start_id: str, count: int, block: int | None) -> list[Entry]:
         arguments: list[str | int] = ["GROUP", self.group, self.consumer_name, "COUNT", count]
@@ -181,8 +185,9 @@ class IngestConsumer:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def _process_batch(self, entries: Sequence[Entry]) -> None:
-        progress = self.database.ingest_progress(self.stream)
+    def _process_batch(self, entries: Sequence[Entry], *, pending: bool = False) -> None:
+        """Apply one batch; `pending` says the entries were delivered before (re-read after a restart)."""
+        progress = self.database.ingest_progress(self.stream) if pending else None
         committed_key = stream_id_key(progress[0]) if progress and progress[0] else None
 
         already_committed: list[bytes] = []
@@ -195,10 +200,9 @@ class IngestConsumer:
                 log.warning("event missing from stream, acknowledging stream_id=%s", _text(stream_id))
                 already_committed.append(stream_id)
 
-        # Entries at or below the committed id were written before a crash that came ahead of
-        # their acknowledgement. They are only acknowledged, and their users refreshed. Redis
-        # returns entries in stream id order, for pending and new ones alike, so the committed
-        # ones are a prefix of the batch.
+        # Pending entries at or below the committed id were written before a crash that came ahead
+        # of their acknowledgement. They are only acknowledged, and their users refreshed. Redis
+        # returns pending entries in stream id order, so the committed ones are a prefix.
         split = 0
         if committed_key is not None:
             split = bisect.bisect_right(

@@ -185,6 +185,8 @@ def _check_plain_group(
             dtype=np.int64,
             count=count,
         )
+        # An id far ahead of the clock gets the clock instead, as in events.entry_timestamp.
+        timestamps[timestamps > now + MAX_FUTURE_SECONDS] = int(now)
 
     rows = np.flatnonzero(accepted)
     plain = EventColumns(

@@ -183,8 +183,21 @@ def event_from_entry(
 
     event = validate_event(data, rating_min, rating_max)
     if event.timestamp is None:
-        event = event.model_copy(update={"timestamp": stream_id_milliseconds(stream_id) // 1000})
+        event = event.model_copy(update={"timestamp": entry_timestamp(stream_id, time.time())})
     return event
+
+
+def entry_timestamp(stream_id: str, now: float) -> int:
+    """Return the timestamp of an entry without one: the entry id's time in whole seconds.
+
+    An id more than MAX_FUTURE_SECONDS ahead of `now` was set by hand or by a Redis clock that ran
+    ahead. Every later id Redis makes is larger still, so its time would push ratings into the
+    future for good; such an entry gets `now` instead.
+    """
+    seconds = stream_id_milliseconds(stream_id) // 1000
+    if seconds > now + MAX_FUTURE_SECONDS:
+        return int(now)
+    return seconds
 
 
 def stream_id_key(stream_id: str) -> tuple[int, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,37 @@ def test_missing_timestamp_from_stream_id(settings, redis_client, db, refresh):
 
     stored = db.ratings_arrays().timestamp.tolist()
     assert stored == [int(stream_id.split("-")[0]) // 1000]
+
+
+@pytest.mark.parametrize("fields", [
+    {"user_id": "alice", "item_id": "2", "rating": "5"},  # the column path
+    {"user_id": "alice", "item_id": "2", "rating": "5", "extra": "x"},  # the single-entry path
+])
+def test_entry_id_in_future_gets_clock_time(settings, redis_client, db, refresh, fields):
+    # Year 2100: every id Redis makes after it is later still, so its time must not be used.
+    redis_client.xadd(EVENTS_STREAM, fields, id="4102444800000-0")
+    RatingClient(redis_client).push("alice", 3, 2.0)
+    before = int(time.time())
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    timestamps = db.ratings_arrays().timestamp.tolist()
+    assert len(timestamps) == 2
+    assert all(before - 5 <= stamp <= time.time() + 1 for stamp in timestamps)
+
+
+def test_recreated_stream_with_lower_ids_is_applied(settings, redis_client, db, refresh):
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "1", "rating": "4", "timestamp": "100"},
+                      id="4102444800000-0")
+    drain(consumer)
+    redis_client.delete(EVENTS_STREAM)  # a Redis restart without persistence does the same
+    RatingClient(redis_client).push("bob", 2, 3.5, timestamp=200)
+    RatingClient(redis_client).push("carol", 3, 5.0, timestamp=300)
+    drain(consumer)
+    drain(consumer)
+
+    assert ratings_of(db, "bob") == {"2": 3.5}
+    assert ratings_of(db, "carol") == {"3": 5.0}
 
 
 def test_invalid_events_dead_lettered(settings, redis_client, db, refresh, caplog):
