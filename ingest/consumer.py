@@ -30,7 +30,7 @@ import redis
 from ingest.entries import EntryFields, EventColumns, validate_entries
 from ingest.events import stream_id_key
 from ingest.packed import send_packed
-from ingest.requests import EnqueueRefresh, serve_requests
+from ingest.requests import EnqueueRefresh, restart_requests, serve_requests
 from store.database import AppliedBatch, Database
 from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
 from store.settings import Settings
@@ -77,6 +77,7 @@ class IngestConsumer:
         self._reader.set_response_callback("XREADGROUP", _unparsed_reply)
 
         self._group_ready = False
+        self._requests_restarted = False
         self._read_pending = True  # this consumer's unacknowledged entries come first
         self._totals = {"events": 0, "written": 0, "dead": 0, "batches": 0}
         self._last_summary = time.monotonic()
@@ -144,6 +145,9 @@ class IngestConsumer:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        if not self._requests_restarted:
+            restart_requests(self.connection)
+            self._requests_restarted = True
         self._group_ready = True
 
     def _read_batch(self) -> tuple[list[Entry], bool]:

@@ -12,7 +12,7 @@ import redis
 
 from store.database import Database
 from store.exports import EXPORT, REFOLD_SINCE, send_export_reply
-from store.keys import EXPORT_REQUESTS
+from store.keys import EXPORT_REQUESTS, EXPORT_REQUESTS_SERVING
 
 log = logging.getLogger(__name__)
 
@@ -30,31 +30,55 @@ def serve_requests(
     enqueue_refresh: EnqueueRefresh,
     max_requests: int = 10,
 ) -> int:
-    """Pop and serve up to `max_requests` pending requests without blocking; return how many.
+    """Take and serve up to `max_requests` pending requests without blocking; return how many.
 
-    A malformed request is logged and dropped. A failed export gets a reply carrying its error.
+    A request moves to a serving list while it is served and leaves it when done, so a consumer
+    killed midway serves it again after restart_requests. A malformed request is logged and
+    dropped. A failed export gets a reply carrying its error.
     """
     served = 0
     while served < max_requests:
-        raw = connection.lpop(EXPORT_REQUESTS)
+        raw = connection.lmove(EXPORT_REQUESTS, EXPORT_REQUESTS_SERVING, "LEFT", "RIGHT")
         if raw is None:
             break
         served += 1
-
         try:
-            request = json.loads(raw)
-            kind = request["kind"]
-        except (ValueError, TypeError, KeyError):
-            log.warning("request dropped reason=not a JSON object with a kind request=%.200r", raw)
-            continue
-
-        if kind == EXPORT and isinstance(request.get("reply_to"), str):
-            serve_export(connection, database, exports_dir, request["reply_to"])
-        elif kind == REFOLD_SINCE and isinstance(request.get("seq"), int):
-            serve_refold(database, enqueue_refresh, request["seq"])
-        else:
-            log.warning("request dropped reason=unknown kind or missing field request=%.200r", raw)
+            _serve_one(connection, database, exports_dir, enqueue_refresh, raw)
+        finally:
+            connection.lrem(EXPORT_REQUESTS_SERVING, 1, raw)
     return served
+
+
+def restart_requests(connection: redis.Redis) -> int:
+    """Put requests a stopped consumer had taken back at the front of the queue; return how many.
+
+    Call once when a consumer starts, before serve_requests. Only one consumer serves requests.
+    """
+    moved = 0
+    while connection.lmove(EXPORT_REQUESTS_SERVING, EXPORT_REQUESTS, "RIGHT", "LEFT") is not None:
+        moved += 1
+    if moved:
+        log.info("unfinished requests queued again requests=%d", moved)
+    return moved
+
+
+def _serve_one(
+    connection: redis.Redis, database: Database, exports_dir: Path, enqueue_refresh: EnqueueRefresh, raw
+) -> None:
+    """Serve one request taken from the queue; a malformed one is logged and dropped."""
+    try:
+        request = json.loads(raw)
+        kind = request["kind"]
+    except (ValueError, TypeError, KeyError):
+        log.warning("request dropped reason=not a JSON object with a kind request=%.200r", raw)
+        return
+
+    if kind == EXPORT and isinstance(request.get("reply_to"), str):
+        serve_export(connection, database, exports_dir, request["reply_to"])
+    elif kind == REFOLD_SINCE and isinstance(request.get("seq"), int):
+        serve_refold(database, enqueue_refresh, request["seq"])
+    else:
+        log.warning("request dropped reason=unknown kind or missing field request=%.200r", raw)
 
 
 def serve_export(

@@ -4,6 +4,8 @@ EVENTS_STREAM = "streamrec:events"
 DEAD_LETTER_STREAM = "streamrec:events:dead"
 INGEST_GROUP = "streamrec-ingest"
 EXPORT_REQUESTS = "streamrec:export:requests"
+# Requests the ingest consumer has taken and not finished; put back when a consumer starts.
+EXPORT_REQUESTS_SERVING = "streamrec:export:requests:serving"
 SNAPSHOT_CURRENT = "streamrec:snapshot:current"
 # The version whose lists were all written after it was published; lags CURRENT while that runs.
 SNAPSHOT_LISTS_WRITTEN = "streamrec:snapshot:lists-written"

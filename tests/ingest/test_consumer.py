@@ -17,7 +17,9 @@ from ingest.consumer import IngestConsumer
 from store.database import Database, read_export
 from store.errors import ExportTimeoutError
 from store.exports import request_export, request_refold
-from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, EXPORT_REQUESTS, INGEST_GROUP
+from store.keys import (
+    DEAD_LETTER_STREAM, EVENTS_STREAM, EXPORT_REQUESTS, EXPORT_REQUESTS_SERVING, INGEST_GROUP,
+)
 from store.settings import Settings
 
 pytestmark = pytest.mark.redis
@@ -311,6 +313,21 @@ def test_refold_request_enqueues_updated_users(settings, redis_client, db, refre
 
     assert refresh.users() == ["bob", "carol"]
     assert refresh.calls[0][1] == 2
+    assert redis_client.llen(EXPORT_REQUESTS) == 0
+
+
+def test_request_taken_by_killed_consumer_is_served(settings, redis_client, db, refresh):
+    client = RatingClient(redis_client)
+    client.push("alice", 1, 4.0, timestamp=100)
+    drain(make_consumer(settings, redis_client, db, refresh))
+    refresh.calls.clear()
+    # A consumer killed while serving leaves the request in the serving list.
+    redis_client.rpush(EXPORT_REQUESTS_SERVING, json.dumps({"kind": "refold_since", "seq": 0}))
+
+    make_consumer(settings, redis_client, db, refresh).process_once()
+
+    assert refresh.users() == ["alice"]
+    assert redis_client.llen(EXPORT_REQUESTS_SERVING) == 0
     assert redis_client.llen(EXPORT_REQUESTS) == 0
 
 
