@@ -30,6 +30,7 @@ import redis
 from ingest.entries import EntryFields, EventColumns, validate_entries
 from ingest.events import stream_id_key
 from ingest.packed import send_packed
+from ingest.ownership import StreamOwnership
 from ingest.requests import EnqueueRefresh, restart_requests, serve_requests
 from store.database import AppliedBatch, Database
 from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
@@ -76,6 +77,7 @@ class IngestConsumer:
         self._reader = redis.Redis(connection_pool=connection.connection_pool)
         self._reader.set_response_callback("XREADGROUP", _unparsed_reply)
 
+        self._ownership = StreamOwnership(connection, database.path)
         self._group_ready = False
         self._requests_restarted = False
         self._read_pending = True  # this consumer's unacknowledged entries come first
@@ -110,10 +112,18 @@ class IngestConsumer:
                 self._read_pending = True
                 stop_event.wait(delay)
         self._log_summary(force=True)
+        try:
+            self._ownership.release()
+        except redis.RedisError:
+            log.warning("stream claim not released; it expires by itself", exc_info=True)
         log.info("ingest consumer stopped consumer=%s", self.consumer_name)
 
     def process_once(self) -> int:
-        """Serve pending requests, then read and process one batch; return the entries handled."""
+        """Serve pending requests, then read and process one batch; return the entries handled.
+
+        Raises ConsumerConflictError when a consumer with another database reads the stream.
+        """
+        self._ownership.renew()
         self._ensure_group()
         serve_requests(
             self.connection, self.database, self.settings.exports_dir, self.enqueue_refresh

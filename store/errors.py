@@ -47,3 +47,7 @@ class InvalidQueryError(StreamrecError, ValueError):
 
 class ExportFailedError(StreamrecError):
     """The ingest consumer responded to an export request with an error."""
+
+
+class ConsumerConflictError(StreamrecError):
+    """Another ingest consumer, with another database, already reads the events stream."""

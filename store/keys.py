@@ -38,3 +38,5 @@ def refresh_taken_key(job_id: str) -> str:
 def export_reply_key(token: str) -> str:
     """List on which the ingest consumer responds to one export request. It expires after a while."""
     return f"streamrec:export:reply:{token}"
+# The ingest consumer that reads the events stream: JSON with host, database and pid, expiring.
+INGEST_OWNER = "streamrec:ingest:owner"

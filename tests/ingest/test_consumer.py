@@ -15,7 +15,7 @@ import redis
 from ingest.client import RatingClient
 from ingest.consumer import IngestConsumer
 from store.database import Database, read_export
-from store.errors import ExportTimeoutError
+from store.errors import ConsumerConflictError, ExportTimeoutError
 from store.exports import request_export, request_refold
 from store.keys import (
     DEAD_LETTER_STREAM, EVENTS_STREAM, EXPORT_REQUESTS, EXPORT_REQUESTS_SERVING, INGEST_GROUP,
@@ -403,3 +403,21 @@ def test_pending_batch_split_at_committed_id(settings, redis_client, db, refresh
     assert pending_count(redis_client) == 0
     assert db.current_seq() == 2
     assert "alice" in refresh.users()
+
+
+def test_second_consumer_with_other_database_refused(settings, redis_client, db, refresh, tmp_path):
+    RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
+    drain(make_consumer(settings, redis_client, db, refresh))
+    other_settings = Settings(data_dir=tmp_path / "other", ingest_block_ms=0, redis_url=None)
+    other_settings.data_dir.mkdir()
+
+    with Database(other_settings.database_path) as other_db:
+        other = make_consumer(other_settings, redis_client, other_db, refresh, name="ingest-2")
+        with pytest.raises(ConsumerConflictError, match=f"with the database {settings.database_path.resolve()}"):
+            other.process_once()
+        assert other_db.ratings_arrays().nnz == 0
+
+    # A consumer of the same database takes over, as after a restart.
+    RatingClient(redis_client).push("bob", 2, 3.0, timestamp=100)
+    drain(make_consumer(settings, redis_client, db, refresh))
+    assert ratings_of(db, "bob") == {"2": 3.0}
