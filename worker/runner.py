@@ -25,6 +25,43 @@ log = logging.getLogger(__name__)
 PERIODIC_LOCK_KEY = "streamrec:retrain:periodic"
 
 
+# Seconds between two checks of a refresh worker for pending users that no job will take: users
+# left by a consumer that stopped between its add and its enqueue, or by a job that was lost.
+PENDING_CHECK_SECONDS = 5.0
+# Seconds between two of rq's maintenance passes, which find a job abandoned by a dead worker
+# (once its timeout has passed) and retry it. rq's default is 600 s; refresh jobs hold users.
+MAINTENANCE_INTERVAL_SECONDS = 60
+
+
+class PendingCheck(threading.Thread):
+    """Enqueue a refresh job whenever users are pending and no job is scheduled."""
+
+    def __init__(self, connection: redis.Redis, interval: float = PENDING_CHECK_SECONDS) -> None:
+        super().__init__(name="pending-check", daemon=True)
+        self._pending = PendingRefreshes(connection)
+        self._connection = connection
+        self._interval = interval
+        self._stopping = threading.Event()
+
+    def check(self) -> bool:
+        """Enqueue a job if users are pending and none is scheduled; return whether it did."""
+        if not self._pending.claim_schedule():
+            return False
+        enqueue_pending_job(self._connection)
+        log.info("refresh enqueued for users left pending users=%d", self._pending.count())
+        return True
+
+    def run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self.check()
+            except redis.RedisError:
+                log.exception("pending users not checked, will try next interval")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
 class PeriodicRetrain(threading.Thread):
     """Enqueue a retrain every `interval` seconds.
 
@@ -74,10 +111,11 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
     # libgomp reads this when numba first starts its threads, in warm_up_kernels below.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     warm_up_kernels()
-    if "refresh" in queue_names and PendingRefreshes(connection).claim_schedule():
-        # Users left pending by a consumer that stopped between its add and its enqueue.
-        enqueue_pending_job(connection)
-        log.info("refresh enqueued for users left pending")
+    pending_check = None
+    if "refresh" in queue_names:
+        pending_check = PendingCheck(connection)
+        pending_check.check()
+        pending_check.start()
     if "retrain" in queue_names:
         resume_publication(settings, connection)
     periodic = None
@@ -86,13 +124,18 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         periodic.start()
         log.info("periodic retrain on interval_seconds=%s", settings.retrain_interval_seconds)
 
-    worker = SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
+    worker = SimpleWorker(
+        queues, connection=connection, serializer=JSONSerializer,
+        maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
+    )
     log.info("worker started queues=%s", ",".join(q.name for q in queues))
     try:
         worker.work(burst=burst, logging_level="INFO")
     finally:
         if periodic is not None:
             periodic.stop()
+        if pending_check is not None:
+            pending_check.stop()
         log.info("worker stopped")
 
 

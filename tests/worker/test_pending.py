@@ -164,3 +164,18 @@ def test_claim_schedule_only_with_pending_users(redis_client):
 def test_rejects_bad_window(redis_client, quiet_ms, max_delay_ms, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         PendingRefreshes(redis_client, quiet_ms=quiet_ms, max_delay_ms=max_delay_ms)
+
+
+def test_pending_check_enqueues_job_after_lost_one(redis_client):
+    from worker.queues import refresh_queue
+    from worker.runner import PendingCheck
+
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    assert pending.add({"alice": ratings(("1", 4.0))}, seq=1)
+    check = PendingCheck(redis_client)
+    assert not check.check()  # a job is scheduled, so nothing to do
+    redis_client.delete(keys.REFRESH_SCHEDULED)  # that job was lost with its worker
+
+    assert check.check()
+    assert refresh_queue(redis_client).count == 1
+    assert not check.check()
