@@ -23,6 +23,7 @@ from ingest.events import (
     validate_event,
 )
 from ingest.packed import send_packed
+from store.errors import InvalidEventError
 from store.keys import EVENTS_STREAM
 
 # Events sent per pipeline round trip by push_many.
@@ -75,8 +76,11 @@ class RatingClient:
     def push_many(self, events: Iterable[RatingEvent | Mapping[str, Any]]) -> list[str]:
         """Validate all events, then send them pipelined in order; return their stream ids.
 
-        Nothing is sent when any event is invalid.
+        Nothing is sent when any event is invalid; the error names the first invalid event's
+        position, as in "events[3]: rating: ...".
         """
+        if isinstance(events, (str, bytes, Mapping, RatingEvent)):
+            raise InvalidEventError(f"events: must be a list of events, got {type(events).__name__}")
         commands = self._xadd_commands(list(events))
         stream_ids: list[str] = []
         for start in range(0, len(commands), PUSH_CHUNK):
@@ -95,11 +99,20 @@ class RatingClient:
             return list(plain)
         prefix = ("XADD", self.stream, "*")
         commands = []
-        for event, is_plain in zip(events, accepted.tolist()):
+        for position, (event, is_plain) in enumerate(zip(events, accepted.tolist())):
             if is_plain:
                 commands.append(next(plain))
-            else:
-                commands.append((*prefix, *chain.from_iterable(self._fields(event).items())))
+                continue
+            if not isinstance(event, (RatingEvent, Mapping)):
+                raise InvalidEventError(
+                    f"events[{position}]: must be a RatingEvent or a mapping of fields, "
+                    f"got {type(event).__name__}"
+                )
+            try:
+                fields = self._fields(event)
+            except InvalidEventError as exc:
+                raise InvalidEventError(f"events[{position}]: {exc}") from None
+            commands.append((*prefix, *chain.from_iterable(fields.items())))
         return commands
 
     def _fields(self, event: RatingEvent | Mapping[str, Any]) -> dict[str, str]:

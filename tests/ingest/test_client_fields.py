@@ -2,6 +2,8 @@
 
 from itertools import chain
 
+import re
+
 import pytest
 
 from ingest.client import RatingClient
@@ -95,4 +97,14 @@ def test_column_check_raises_the_model_message(bad):
         validate_event(bad)
     with pytest.raises(InvalidEventError) as raised:
         RatingClient(connection=None)._xadd_commands(events)
-    assert str(raised.value) == str(expected.value)
+    assert str(raised.value) == f"events[5]: {expected.value}"
+
+
+@pytest.mark.parametrize("events, message", [
+    ("abc", "events: must be a list of events, got str"),
+    ([{"user_id": "u", "item_id": "1", "rating": 3.0}, ("950", "1", 4.0)],
+     "events[1]: must be a RatingEvent or a mapping of fields, got tuple"),
+])
+def test_push_many_names_the_bad_event(events, message):
+    with pytest.raises(InvalidEventError, match=re.escape(message)):
+        RatingClient(connection=None).push_many(events)
