@@ -1,8 +1,7 @@
 """The client's direct check of plain events agrees with the full event model."""
 
-from itertools import chain
-
 import re
+from itertools import chain
 
 import pytest
 
