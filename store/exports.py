@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from store.errors import ExportFailedError, ExportTimeoutError
 from store.keys import EXPORT_REQUESTS, export_reply_key
 
 log = logging.getLogger(__name__)
+
+# Seconds one BLPOP waits for an export reply before the next one.
+BLPOP_SECONDS = 5
 
 # Seconds an export reply stays in Redis when the requester has gone away.
 REPLY_TTL_SECONDS = 300
@@ -40,7 +44,12 @@ def request_export(connection: redis.Redis, timeout: float = 60.0) -> tuple[Path
     connection.rpush(EXPORT_REQUESTS, request)
     log.info("export requested reply_to=%s timeout_seconds=%s", reply_to, timeout)
 
-    answer = connection.blpop([reply_to], timeout=timeout)
+    # Short waits in a loop: one long BLPOP can outlast a connection's socket timeout, which then
+    # looks like a Redis outage rather than a consumer that has not answered yet.
+    deadline = time.monotonic() + timeout
+    answer = None
+    while answer is None and (left := deadline - time.monotonic()) > 0:
+        answer = connection.blpop([reply_to], timeout=max(1, min(BLPOP_SECONDS, int(left))))
     if answer is None:
         # Withdraw the request so that a consumer started later does not run an unwanted export.
         connection.lrem(EXPORT_REQUESTS, 1, request)
