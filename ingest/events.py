@@ -37,7 +37,7 @@ class RatingEvent(BaseModel):
     item_id: str
     rating: float  # stars
     timestamp: int | None = None  # seconds since the epoch
-    event_id: str | None = None  # the sender's own id, carried through unchanged
+    event_id: str | None = None  # the sender's own id: validated, then not stored by the consumer
 
     @field_validator("user_id", "item_id", mode="before")
     @classmethod
