@@ -86,7 +86,8 @@ class Database:
             if "lock" in str(exc).lower():
                 raise DatabaseLockedError(
                     f"database is locked: {self.path}; another process holds it, probably the "
-                    "ingest consumer (streamrec ingest). Stop it, or let it export the ratings."
+                    "ingest consumer (streamrec ingest). Stop that process and run this command "
+                    "again; a retrain does not need this, it asks the running consumer for an export."
                 ) from exc
             raise
         self._transaction_depth = 0
