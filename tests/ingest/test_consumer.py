@@ -78,6 +78,18 @@ def pending_count(connection: redis.Redis) -> int:
     return connection.xpending(EVENTS_STREAM, INGEST_GROUP)["pending"]
 
 
+def crash_before_commit(consumer: IngestConsumer, db: Database, monkeypatch) -> None:
+    """Run one batch of `consumer` that fails as if killed just before its commit."""
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(db, "apply_rating_columns", crash)
+    with pytest.raises(RuntimeError):
+        consumer.process_once()
+    monkeypatch.undo()
+
+
 def test_pushed_events_reach_database(settings, redis_client, db, refresh):
     client = RatingClient(redis_client)
     client.push("alice", 1, 4.0, timestamp=100)
@@ -219,15 +231,7 @@ def test_crash_after_commit_before_ack(settings, redis_client, db, refresh, monk
 
 def test_crash_before_commit_loses_nothing(settings, redis_client, db, refresh, monkeypatch):
     RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
-    crashing = make_consumer(settings, redis_client, db, refresh)
-
-    def crash(*args, **kwargs):
-        raise RuntimeError("killed before the commit")
-
-    monkeypatch.setattr(db, "apply_rating_columns", crash)
-    with pytest.raises(RuntimeError):
-        crashing.process_once()
-    monkeypatch.undo()
+    crash_before_commit(make_consumer(settings, redis_client, db, refresh), db, monkeypatch)
     assert db.counts().ratings == 0
 
     drain(make_consumer(settings, redis_client, db, refresh))
@@ -383,15 +387,7 @@ def test_batch_restores_garbage_collection(settings, redis_client, db, refresh):
 def test_pending_batch_split_at_committed_id(settings, redis_client, db, refresh, monkeypatch):
     client = RatingClient(redis_client)
     stream_ids = [client.push("alice", item, 4.0, timestamp=100) for item in range(4)]
-    crashing = make_consumer(settings, redis_client, db, refresh)
-
-    def crash(*args, **kwargs):
-        raise RuntimeError("killed before the commit")
-
-    monkeypatch.setattr(db, "apply_rating_columns", crash)
-    with pytest.raises(RuntimeError):
-        crashing.process_once()
-    monkeypatch.undo()
+    crash_before_commit(make_consumer(settings, redis_client, db, refresh), db, monkeypatch)
     assert pending_count(redis_client) == 4
 
     # Record the second entry as committed without writing the first two, so only the entries
