@@ -35,7 +35,7 @@ class StreamOwnership:
         self._renewed_at = -float("inf")
 
     def claim(self) -> None:
-        """Take the stream, or raise ConsumerConflictError naming the consumer that holds it."""
+        """Take the stream, or raise ConsumerConflictError naming the consumer that has it."""
         current = self._connection.get(INGEST_OWNER)
         if current is not None and not self._is_ours(current):
             owner = json.loads(current)

@@ -45,7 +45,7 @@ def request_export(connection: redis.Redis, timeout: float = 60.0) -> tuple[Path
     log.info("export requested reply_to=%s timeout_seconds=%s", reply_to, timeout)
 
     # Short waits in a loop: one long BLPOP can outlast a connection's socket timeout, which then
-    # looks like a Redis outage rather than a consumer that has not answered yet.
+    # looks like a Redis outage rather than a consumer that has not replied yet.
     deadline = time.monotonic() + timeout
     answer = None
     while answer is None and (left := deadline - time.monotonic()) > 0:
