@@ -94,8 +94,11 @@ class Recommender:
         The user vector comes from Redis when the worker refolded the user against this snapshot
         version, else from the user's trained row. An unknown user gets the ranking by item bias
         alone, marked `personalised=False`. `genres` keeps only items with at least one of them.
-        Raises InvalidQueryError for n < 1 or an unknown genre.
+        Raises InvalidQueryError for a user_id that is not a string or integer, n < 1 or an
+        unknown genre.
         """
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
+            raise InvalidQueryError(f"user_id: must be a string or an integer, got {user_id!r}")
         _check_count(n)
         served = self._serving()
         allowed = self._genre_mask(served, genres)
@@ -123,6 +126,10 @@ class Recommender:
         ignored and listed in `ignored_item_ids`. Raises InvalidQueryError for a rating off the
         scale, n < 1 or an unknown genre.
         """
+        if not isinstance(ratings, Mapping):
+            raise InvalidQueryError(
+                f"ratings: must be a mapping of item_id to rating, got {type(ratings).__name__}"
+            )
         _check_count(n)
         served = self._serving()
         snapshot = served.snapshot

@@ -98,6 +98,16 @@ def test_recommend_rejects_bad_n(recommender: Recommender) -> None:
             recommender.recommend("alice", n=n)
 
 
+def test_recommend_rejects_missing_user_id(recommender: Recommender) -> None:
+    with pytest.raises(InvalidQueryError, match="user_id: must be a string or an integer, got None"):
+        recommender.recommend(None)
+
+
+def test_recommend_for_ratings_rejects_a_list(recommender: Recommender) -> None:
+    with pytest.raises(InvalidQueryError, match="ratings: must be a mapping of item_id to rating, got list"):
+        recommender.recommend_for_ratings([("1", 5.0)])
+
+
 def test_recommend_uses_refolded_user(settings: Settings, store: SnapshotStore) -> None:
     client = fakeredis.FakeRedis()
     write_user_state(client, "alice", version=1, seq=4, bias=0.0, factors=np.array([0.0, 2.0]), seen_idx=np.array([1]))
