@@ -77,13 +77,21 @@ def run_retrain_command(args: argparse.Namespace, settings: Settings) -> int:
 
     deadline = time.monotonic() + args.timeout
     last_progress = None
+    warned_dead = False
     while time.monotonic() < deadline:
         status = job.get_status(refresh=True)
         progress = job.get_meta(refresh=True).get("progress")
         if progress != last_progress and progress:
-            details = " ".join(f"{key}={value}" for key, value in progress.items() if key != "stage")
+            details = " ".join(
+                f"{key}={_progress_value(value)}" for key, value in progress.items()
+                if key not in ("stage", "updated_at")
+            )
             print(f"  {progress.get('stage', '')} {details}".rstrip())
             last_progress = progress
+        if status == JobStatus.STARTED and not warned_dead and _worker_is_gone(connection, job):
+            print(f"  warning: the worker running job {job.id} ({job.worker_name}) sends no heartbeat; "
+                  "rq runs the job again once its timeout has passed, if a retrain worker is running")
+            warned_dead = True
         if status == JobStatus.FINISHED:
             result = job.return_value()
             print(f"published version {result['version']}: {result['ratings']:,} ratings, "
@@ -96,6 +104,31 @@ def run_retrain_command(args: argparse.Namespace, settings: Settings) -> int:
         f"retrain job {job.id} not finished after {args.timeout:.0f} s; "
         "is a worker serving the retrain queue running?"
     )
+
+
+# Seconds without a heartbeat after which `retrain --wait` reports the job's worker as gone.
+HEARTBEAT_STALE_SECONDS = 90
+
+
+def _progress_value(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _worker_is_gone(connection, job) -> bool:
+    """Whether the worker that started `job` has left or stopped sending heartbeats."""
+    from datetime import datetime, timezone
+
+    from rq import Worker
+
+    if not job.worker_name:
+        return False
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + job.worker_name, connection=connection)
+    if worker is None or worker.last_heartbeat is None:
+        return True
+    heartbeat = worker.last_heartbeat
+    if heartbeat.tzinfo is None:
+        heartbeat = heartbeat.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - heartbeat).total_seconds() > HEARTBEAT_STALE_SECONDS
 
 
 def stream_report(connection) -> dict:
