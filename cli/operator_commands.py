@@ -115,7 +115,7 @@ def _progress_value(value) -> str:
 
 
 def _worker_is_gone(connection, job) -> bool:
-    """Whether the worker that started `job` has left or stopped sending heartbeats."""
+    """Return whether the worker that started `job` has left or stopped sending heartbeats."""
     from datetime import datetime, timezone
 
     from rq import Worker

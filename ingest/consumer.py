@@ -200,7 +200,7 @@ class IngestConsumer:
     # -- one batch -----------------------------------------------------------------------------
 
     def _process_batch(self, entries: Sequence[Entry], *, pending: bool = False) -> None:
-        """Apply one batch; `pending` says the entries were delivered before (re-read after a restart)."""
+        """Apply one batch. `pending` is True for entries delivered before and re-read after a restart."""
         progress = self.database.ingest_progress(self.stream) if pending else None
         committed_key = stream_id_key(progress[0]) if progress and progress[0] else None
 

@@ -26,7 +26,7 @@ RENEW_INTERVAL_SECONDS = 5.0
 
 
 class StreamOwnership:
-    """Claims the events stream for one consumer and renews the claim while it runs."""
+    """A consumer's claim on the events stream, renewed while the consumer runs."""
 
     def __init__(self, connection: redis.Redis, database_path: Path) -> None:
         self._connection = connection
@@ -42,7 +42,7 @@ class StreamOwnership:
             raise ConsumerConflictError(
                 f"another ingest consumer reads the events stream: pid {owner.get('pid')} on "
                 f"{owner.get('host')} with the database {owner.get('database')}. Two consumers "
-                "with different databases would split the events between them; stop that one, "
+                "with different databases would split the events between them. Stop that one, "
                 f"or wait {OWNER_TTL_SECONDS} s after it stopped"
             )
         self._connection.set(INGEST_OWNER, self._value, ex=OWNER_TTL_SECONDS)

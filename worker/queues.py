@@ -107,7 +107,7 @@ class RefreshEnqueuer:
         try:
             job = enqueue_pending_job(self._connection)
         except Exception:
-            # Without a job nobody would take these users until the schedule key expired.
+            # Without a job, no refresh would take these users until the schedule key expired.
             self._pending.release_schedule()
             raise
         log.debug("refresh enqueued job=%s users=%d seq=%d", job.id, len(user_ratings), seq)

@@ -49,7 +49,7 @@ def load_ratings(settings: Settings, connection: redis.Redis | None) -> RatingsD
     try:
         return read_export(path)
     finally:
-        # The arrays are in memory now, and every retrain asks for a fresh export.
+        # The arrays are in memory now, and every retrain requests a fresh export.
         for exported in (path, export_items_path(path)):
             exported.unlink(missing_ok=True)
         log.info("export removed path=%s", path)

@@ -78,9 +78,11 @@ def test_search_scores_every_support_pair_on_one_model(train):
     ]
     assert len({row.rmse for row in rows}) == 1  # the support term never changes a prediction
     for row in rows:
-        assert 0.0 <= row.ndcg_at_10 <= 1.0 and 0.0 <= row.visitor_genre_jaccard <= 1.0
+        assert 0.0 <= row.ndcg_at_10 <= 1.0
+        assert 0.0 <= row.visitor_genre_jaccard <= 1.0
     header = tune.format_table(rows, rows[1]).splitlines()[0]
-    assert "support" in header and "half" in header
+    assert "support" in header
+    assert "half" in header
 
 
 def test_write_svg_draws_one_dot_per_row_and_rings_the_choice(tmp_path: Path):
