@@ -64,6 +64,8 @@ class EmbeddedCluster:
 
     def load(self, ratings_path: Path, movies_path: Path) -> dict:
         load_ratings_and_movies(self.database, ratings_path, movies_path)
+        # From now on this process writes only through the consumer, which the index speeds up.
+        self.database.keep_index()
         return self.database.counts()
 
     def retrain_now(self) -> dict:

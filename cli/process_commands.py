@@ -41,7 +41,7 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
-    with Database(settings.database_path) as database:
+    with Database(settings.database_path, keep_index=True) as database:
         consumer = IngestConsumer(
             settings, connection, database, RefreshEnqueuer(connection), consumer_name=args.consumer
         )

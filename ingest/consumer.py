@@ -321,7 +321,7 @@ class IngestConsumer:
     def _enqueue_refresh(self, user_ids: list[str], seq: int) -> None:
         if not user_ids:
             return
-        user_ratings = self.database.user_ratings(user_ids)
+        user_ratings = self.database.user_rows(user_ids)
         try:
             self.enqueue_refresh(user_ratings, seq)
         except (redis.ConnectionError, redis.TimeoutError):

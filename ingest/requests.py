@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 # retrain. Refresh jobs take pending users in rounds of their own size.
 REFOLD_CHUNK = 500
 
-EnqueueRefresh = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], object]
+# Takes each user's complete ratings, a mapping user_id -> (item ids, stars) such as UserRows.
+EnqueueRefresh = Callable[[Mapping[str, tuple[np.ndarray, np.ndarray]], int], object]
 
 
 def serve_requests(
@@ -101,6 +102,6 @@ def serve_refold(database: Database, enqueue_refresh: EnqueueRefresh, since_seq:
     seq = database.current_seq()
     for start in range(0, len(user_ids), REFOLD_CHUNK):
         chunk = user_ids[start : start + REFOLD_CHUNK]
-        enqueue_refresh(database.user_ratings(chunk), seq)
+        enqueue_refresh(database.user_rows(chunk), seq)
     log.info("refold enqueued since_seq=%d users=%d seq=%d", since_seq, len(user_ids), seq)
     return len(user_ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,13 +20,20 @@ from typing import NamedTuple, Protocol
 import duckdb
 import numpy as np
 
+from store.changes import current_ratings_sql, drop_ratings_primary_key, fold_changes
 from store.errors import DatabaseLockedError, DataFileError
+from store.indexed_batch import write_batch
 from store.keys import EVENTS_STREAM
+from store.rating_index import RatingIndex
 from store.ratings_data import RatingsData, genre_csr, unicode_array
+from store.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
 SCHEMA_SQL = resources.files("store").joinpath("schema.sql").read_text(encoding="utf-8")
+
+# Pending rating changes are folded into the ratings table once a batch leaves this many.
+FOLD_CHANGES_AT = 50_000
 
 
 class RatingRecord(Protocol):
@@ -67,9 +75,13 @@ class Database:
 
     Opening for writing creates the schema when missing. Raises DatabaseLockedError when another
     process holds the file, and FileNotFoundError for a read-only open of a missing file.
+
+    With `keep_index`, the ratings are also kept in memory (store.rating_index), which makes
+    apply_rating_columns and user_ratings independent of the table's size. The ingest consumer
+    opens the database this way; it then takes writes only through apply_rating_columns.
     """
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False, keep_index: bool = False) -> None:
         self.path = str(path)
         self.read_only = read_only
         in_memory = self.path == ":memory:"
@@ -91,8 +103,43 @@ class Database:
                 ) from exc
             raise
         self._transaction_depth = 0
+        self._index: RatingIndex | None = None
+        self._pending_changes = 0
         if not read_only:
             self._con.execute(SCHEMA_SQL)
+            with self.transaction():
+                drop_ratings_primary_key(self._con)
+        if keep_index:
+            self.keep_index()
+
+    def keep_index(self) -> None:
+        """Load the ratings into memory (store.rating_index) and keep them current from now on.
+
+        Raises ValueError on a read-only database.
+        """
+        if self.read_only:
+            raise ValueError("keep_index: needs a database opened for writing")
+        started = time.perf_counter()
+        with self.transaction():
+            fold_changes(self._con)
+            users = self._con.execute("SELECT user_id FROM users ORDER BY user_idx").fetchnumpy()["user_id"]
+            items = self._con.execute("SELECT item_id FROM items ORDER BY item_idx").fetchnumpy()["item_id"]
+            rows = self._con.execute(
+                "SELECT user_idx, item_idx, rating, timestamp FROM ratings ORDER BY user_idx, item_idx"
+            ).fetchnumpy()
+        index = RatingIndex.from_columns(
+            [str(user_id) for user_id in users], [str(item_id) for item_id in items],
+            rows["user_idx"], rows["item_idx"], rows["rating"], rows["timestamp"],
+        )
+        log.info("rating index loaded ratings=%d users=%d items=%d seconds=%.1f",
+                 index.n_ratings, index.n_users, index.n_items, time.perf_counter() - started)
+        self._index = index
+        self._pending_changes = 0
+
+    @property
+    def keeps_index(self) -> bool:
+        """Whether the ratings are also kept in memory; see keep_index."""
+        return self._index is not None
 
     # -- connection lifetime -------------------------------------------------------------------
 
@@ -183,6 +230,10 @@ class Database:
             )
         if count == 0:
             return AppliedBatch(self.current_seq(), [], 0, 0, 0, 0, 0)
+        if self._index is not None:
+            return self._apply_indexed(
+                user_ids, item_ids, ratings, timestamps, stream=stream, last_stream_id=last_stream_id
+            )
         incoming = {
             "pos": np.arange(count, dtype=np.int64),
             "user_id": np.array(user_ids, dtype=object),
@@ -198,18 +249,42 @@ class Database:
                 batch = self.merge_ratings(
                     "SELECT pos, user_id, item_id, rating, timestamp FROM incoming_events", seq
                 )
-                self._con.execute(
-                    """
-                    INSERT INTO ingest_progress (stream, last_stream_id, seq) VALUES ($1, $2, $3)
-                    ON CONFLICT (stream) DO UPDATE SET
-                        last_stream_id = coalesce(excluded.last_stream_id, ingest_progress.last_stream_id),
-                        seq = excluded.seq
-                    """,
-                    [stream, last_stream_id, seq],
-                )
+                self._record_progress(stream, last_stream_id, seq)
         finally:
             self._con.unregister("incoming_events")
         return batch
+
+    def _apply_indexed(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], ratings: np.ndarray,
+        timestamps: np.ndarray, *, stream: str, last_stream_id: str | None,
+    ) -> AppliedBatch:
+        assert self._index is not None
+        with self.transaction():
+            seq = self.current_seq() + 1
+            write = write_batch(self._con, self._index, user_ids, item_ids, ratings, timestamps, seq)
+            self._record_progress(stream, last_stream_id, seq)
+        write.commit(self._index)
+        self._pending_changes += write.changed
+        if self._pending_changes >= FOLD_CHANGES_AT:
+            with self.transaction():
+                fold_changes(self._con)
+            self._pending_changes = 0
+        return AppliedBatch(
+            seq=seq, user_ids=write.touched, received=len(user_ids), written=write.written,
+            stale=len(user_ids) - write.written, new_users=len(write.new_users),
+            new_items=len(write.new_items),
+        )
+
+    def _record_progress(self, stream: str, last_stream_id: str | None, seq: int) -> None:
+        self._con.execute(
+            """
+            INSERT INTO ingest_progress (stream, last_stream_id, seq) VALUES ($1, $2, $3)
+            ON CONFLICT (stream) DO UPDATE SET
+                last_stream_id = coalesce(excluded.last_stream_id, ingest_progress.last_stream_id),
+                seq = excluded.seq
+            """,
+            [stream, last_stream_id, seq],
+        )
 
     def merge_ratings(self, select_sql: str, seq: int) -> AppliedBatch:
         """Upsert the ratings a query returns, writing `seq` into updated_seq of changed rows.
@@ -217,8 +292,10 @@ class Database:
         The query returns columns (pos, user_id, item_id, rating, timestamp); pos orders rows
         that share a user, item and timestamp (the later one wins). A rating replaces the stored
         one only when its timestamp is newer, or equal with a higher seq, so replaying a batch
-        changes nothing. Call inside a transaction. Bulk loads pass seq 0.
+        changes nothing. Call inside a transaction. Bulk loads pass seq 0. Not available while the
+        rating index is kept, which would miss the rows.
         """
+        self._refuse_with_index("merge_ratings")
         con = self._con
         con.execute(
             f"""
@@ -252,30 +329,43 @@ class Database:
             """
         ).fetchall()[0][0]
 
-        # One candidate per (user, item): the newest timestamp, then the later position. The
-        # upsert's WHERE clause keeps a stored rating that is newer, and RETURNING lists only the
-        # rows it inserted or replaced. Comparing through the primary key's index instead of
-        # joining the batch with the whole ratings table keeps a batch's cost independent of
-        # the table's size.
-        changed = con.execute(
+        # One candidate per (user, item): the newest timestamp, then the later position. A stored
+        # pair takes it when it is newer, or equally new from a later batch; RETURNING lists the
+        # users of the rows updated and then of the rows inserted.
+        fold_changes(con)
+        con.execute(
             """
-            INSERT INTO ratings (user_idx, item_idx, rating, timestamp, updated_seq)
-            SELECT u.user_idx, i.item_idx, c.rating, c.timestamp, $1
+            CREATE OR REPLACE TEMP TABLE candidate_ratings AS
+            SELECT u.user_idx, i.item_idx, c.rating, c.timestamp
             FROM (SELECT * FROM staged_ratings
                   QUALIFY row_number() OVER (PARTITION BY user_id, item_id
                                              ORDER BY timestamp DESC, pos DESC) = 1) AS c
             JOIN users u ON u.user_id = c.user_id
             JOIN items i ON i.item_id = c.item_id
-            ON CONFLICT (user_idx, item_idx) DO UPDATE SET
-                rating = excluded.rating,
-                timestamp = excluded.timestamp,
-                updated_seq = excluded.updated_seq
-            WHERE excluded.timestamp > ratings.timestamp
-               OR (excluded.timestamp = ratings.timestamp AND excluded.updated_seq > ratings.updated_seq)
+            """
+        )
+        updated = con.execute(
+            """
+            UPDATE ratings SET rating = c.rating, timestamp = c.timestamp, updated_seq = $1
+            FROM candidate_ratings c
+            WHERE ratings.user_idx = c.user_idx AND ratings.item_idx = c.item_idx
+              AND (c.timestamp > ratings.timestamp
+                   OR (c.timestamp = ratings.timestamp AND $1 > ratings.updated_seq))
+            RETURNING ratings.user_idx
+            """,
+            [seq],
+        ).fetchnumpy()["user_idx"]
+        inserted = con.execute(
+            """
+            INSERT INTO ratings (user_idx, item_idx, rating, timestamp, updated_seq)
+            SELECT c.user_idx, c.item_idx, c.rating, c.timestamp, $1
+            FROM candidate_ratings c ANTI JOIN ratings r USING (user_idx, item_idx)
             RETURNING user_idx
             """,
             [seq],
         ).fetchnumpy()["user_idx"]
+        con.execute("DROP TABLE candidate_ratings")
+        changed = np.concatenate([np.asarray(updated), np.asarray(inserted)])
 
         written = int(changed.shape[0])
         touched: list[str] = []
@@ -309,8 +399,9 @@ class Database:
 
         The query returns columns (pos, item_id, title, genres VARCHAR[]); for an item id listed
         twice the later position wins. Existing items keep their index and get the new title and
-        genres. Call inside a transaction.
+        genres. Call inside a transaction. Not available while the rating index is kept.
         """
+        self._refuse_with_index("merge_items")
         con = self._con
         con.execute(
             f"""
@@ -336,6 +427,20 @@ class Database:
         ).fetchall()[0][0]
         con.execute("DROP TABLE staged_items")
         return int(inserted), int(updated)
+
+    def _refuse_with_index(self, operation: str) -> None:
+        if self._index is not None:
+            raise RuntimeError(
+                f"{operation}: not available on a database opened with keep_index; "
+                "stop the ingest consumer and run it again"
+            )
+
+    def fold_changes(self) -> int:
+        """Apply pending rating changes to the ratings table; return the rows folded."""
+        with self.transaction():
+            folded = fold_changes(self._con)
+        self._pending_changes = 0
+        return folded
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -364,39 +469,60 @@ class Database:
 
         Items are ordered by item_idx. Users without any rating are left out of the result.
         """
-        requested = {"user_id": np.array([str(user_id) for user_id in user_ids], dtype=object)}
-        self._con.register("requested_users", requested)
+        return dict(self.user_rows(user_ids).items())
+
+    def user_rows(self, user_ids: Sequence[str]) -> UserRows:
+        """Return the complete current ratings of the named users who have any, in order of
+        first mention; with the rating index kept, without a query."""
+        wanted = list(dict.fromkeys(str(user_id) for user_id in user_ids))
+        if self._index is not None:
+            return self._indexed_user_rows(wanted)
+        self._con.register("requested_users", {"user_id": np.array(wanted, dtype=object)})
         try:
             columns = self._con.execute(
-                """
-                SELECT u.user_id, i.item_id, r.rating
-                FROM (SELECT DISTINCT user_id FROM requested_users) w
+                f"""
+                SELECT w.pos, r.item_idx, r.rating
+                FROM (SELECT user_id, min(pos) AS pos
+                      FROM (SELECT user_id, row_number() OVER () AS pos FROM requested_users)
+                      GROUP BY user_id) w
                 JOIN users u ON u.user_id = w.user_id
-                JOIN ratings r ON r.user_idx = u.user_idx
-                JOIN items i ON i.item_idx = r.item_idx
-                ORDER BY u.user_idx, r.item_idx
+                JOIN {current_ratings_sql(self._con)} r ON r.user_idx = u.user_idx
+                ORDER BY w.pos, r.item_idx
                 """
             ).fetchnumpy()
         finally:
             self._con.unregister("requested_users")
+        item_ids = self._con.execute("SELECT item_id FROM items ORDER BY item_idx").fetchnumpy()["item_id"]
+        positions = np.asarray(columns["pos"], dtype=np.int64)
+        starts = np.flatnonzero(np.r_[True, positions[1:] != positions[:-1]]) if positions.shape[0] else []
+        offsets = np.array(list(starts) + [positions.shape[0]], dtype=np.int64)
+        return UserRows(
+            [wanted[position - 1] for position in positions[offsets[:-1]].tolist()],
+            offsets,
+            np.asarray(columns["item_idx"], dtype=np.int32),
+            np.asarray(columns["rating"], dtype=np.float32),
+            unicode_array(item_ids),
+        )
 
-        users = columns["user_id"]
-        item_ids = unicode_array(columns["item_id"])
-        ratings = np.asarray(columns["rating"], dtype=np.float32)
-        # Rows arrive grouped by user, so each user's ratings are one contiguous slice.
-        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if users.shape[0] else []
-        bounds = list(starts) + [users.shape[0]]
-        return {
-            str(users[start]): (item_ids[start:stop], ratings[start:stop])
-            for start, stop in zip(bounds[:-1], bounds[1:])
-        }
+    def _indexed_user_rows(self, wanted: list[str]) -> UserRows:
+        assert self._index is not None
+        indices, _ = self._index.user_indices(wanted)
+        known = indices < self._index.n_users
+        offsets, items, stars = self._index.user_rows(indices[known])
+        rated = np.diff(offsets) > 0
+        names = [user_id for user_id, keep in zip(wanted, known.tolist()) if keep]
+        if not rated.all():
+            names = [user_id for user_id, keep in zip(names, rated.tolist()) if keep]
+            offsets = np.r_[0, offsets[1:][rated]]
+        return UserRows(names, offsets, items, stars, self._index.item_id_array())
 
     def users_updated_since(self, seq: int) -> list[str]:
         """Return the users with a rating written by a batch numbered above `seq`, by user_idx."""
         rows = self._con.execute(
             """
             SELECT user_id FROM users
-            WHERE user_idx IN (SELECT user_idx FROM ratings WHERE updated_seq > $1)
+            WHERE user_idx IN (SELECT user_idx FROM ratings WHERE updated_seq > $1
+                               UNION ALL SELECT user_idx FROM rating_changes WHERE updated_seq > $1)
             ORDER BY user_idx
             """,
             [seq],
@@ -405,6 +531,8 @@ class Database:
 
     def ratings_arrays(self) -> RatingsData:
         """Read every rating and the id, title and genre tables as numpy arrays."""
+        if not self.read_only:
+            self.fold_changes()
         with self.transaction():
             return _fetch_ratings_data(self._con)
 
@@ -423,6 +551,7 @@ class Database:
         ratings_tmp = path.with_name(path.name + ".tmp")
         items_tmp = items_path.with_name(items_path.name + ".tmp")
 
+        self.fold_changes()
         with self.transaction():
             watermark = int(
                 self._con.execute("SELECT coalesce(max(updated_seq), 0) FROM ratings").fetchall()[0][0]
@@ -507,12 +636,11 @@ def _fetch_ratings_data(con: duckdb.DuckDBPyConnection) -> RatingsData:
     if n_items and int(items["item_idx"][-1]) != n_items - 1:
         raise DataFileError(f"item indices are not dense: {n_items} items, highest item_idx {items['item_idx'][-1]}")
 
+    current = current_ratings_sql(con)
     ratings = con.execute(
-        """
-        SELECT user_idx, item_idx, rating, timestamp FROM ratings ORDER BY user_idx, item_idx
-        """
+        f"SELECT user_idx, item_idx, rating, timestamp FROM {current} ORDER BY user_idx, item_idx"
     ).fetchnumpy()
-    watermark = con.execute("SELECT coalesce(max(updated_seq), 0) FROM ratings").fetchall()[0][0]
+    watermark = con.execute(f"SELECT coalesce(max(updated_seq), 0) FROM {current}").fetchall()[0][0]
 
     # Genre names come from the data, sorted, so a genre's index is its rank among the names.
     genre_names = con.execute(

@@ -14,14 +14,25 @@ CREATE TABLE IF NOT EXISTS items (
     genres   VARCHAR[]
 );
 
+-- One row per (user_idx, item_idx): the writers keep it so, without a primary key, because
+-- checking every batch through a 32M-entry index cost more than the rest of ingest together.
 -- timestamp: seconds since the epoch. updated_seq: the ingest batch that wrote the row (0 for bulk loads).
 CREATE TABLE IF NOT EXISTS ratings (
     user_idx    INTEGER NOT NULL,
     item_idx    INTEGER NOT NULL,
     rating      REAL NOT NULL,
     timestamp   BIGINT NOT NULL,
-    updated_seq BIGINT NOT NULL,
-    PRIMARY KEY (user_idx, item_idx)
+    updated_seq BIGINT NOT NULL
+);
+
+-- New values for pairs already in ratings, appended by the ingest consumer and folded into
+-- ratings now and then. For a pair listed here, the row with the highest updated_seq is current.
+CREATE TABLE IF NOT EXISTS rating_changes (
+    user_idx    INTEGER NOT NULL,
+    item_idx    INTEGER NOT NULL,
+    rating      REAL NOT NULL,
+    timestamp   BIGINT NOT NULL,
+    updated_seq BIGINT NOT NULL
 );
 
 -- One row per Redis stream: the last entry committed and the number of the batch that committed it.

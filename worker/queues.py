@@ -7,6 +7,7 @@ streamrec can be read by a worker of another, and by tools in other languages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,7 @@ class RefreshEnqueuer:
         self._queue = refresh_queue(connection, is_async=is_async)
         self._pending = PendingRefreshes(connection, quiet_ms=quiet_ms, max_delay_ms=max_delay_ms)
 
-    def __call__(self, user_ratings: dict[str, tuple[np.ndarray, np.ndarray]], seq: int) -> None:
+    def __call__(self, user_ratings: Mapping[str, tuple[np.ndarray, np.ndarray]], seq: int) -> None:
         if not user_ratings:
             return
         if not self._is_async:

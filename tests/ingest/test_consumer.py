@@ -43,9 +43,10 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, ingest_block_ms=0, ingest_batch_size=100, redis_url=None)
 
 
-@pytest.fixture
-def db(settings: Settings) -> Database:
-    with Database(settings.database_path) as database:
+@pytest.fixture(params=[True, False], ids=["indexed", "sql"])
+def db(settings: Settings, request: pytest.FixtureRequest) -> Database:
+    """The database as `streamrec ingest` opens it (with the rating index), and without."""
+    with Database(settings.database_path, keep_index=request.param) as database:
         yield database
 
 

@@ -23,13 +23,21 @@ class Event:
     timestamp: int | None
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    with Database(tmp_path / "streamrec.duckdb") as database:
+@pytest.fixture(params=[False, True], ids=["sql", "indexed"])
+def db(tmp_path: Path, request: pytest.FixtureRequest) -> Database:
+    """A database written through SQL alone, or with the consumer's in-memory rating index."""
+    with Database(tmp_path / "streamrec.duckdb", keep_index=request.param) as database:
         yield database
 
 
+def reload_index(db: Database) -> None:
+    """After rows written by plain SQL, which the in-memory index does not see."""
+    if db.keeps_index:
+        db.keep_index()
+
+
 def stored(db: Database) -> list[tuple]:
+    db.fold_changes()
     return db.connection.execute(
         """
         SELECT u.user_id, i.item_id, r.rating, r.timestamp, r.updated_seq
@@ -136,12 +144,19 @@ def test_failed_batch_rolls_back(db: Database, monkeypatch: pytest.MonkeyPatch):
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(db, "merge_ratings", fail)
-    with pytest.raises(RuntimeError):
-        db.apply_ratings([Event("v", "j", 1.0, 1)], last_stream_id="2-0")
+    with monkeypatch.context() as patch:
+        # The progress row is written last, after the ratings.
+        patch.setattr(db, "_record_progress", fail)
+        with pytest.raises(RuntimeError):
+            db.apply_ratings([Event("v", "j", 1.0, 1), Event("u", "i", 5.0, 2)], last_stream_id="2-0")
 
     assert db.ingest_progress() == ("1-0", 1)
     assert db.counts() == (1, 1, 1)
+    assert db.user_ratings(["u", "v"])["u"][1].tolist() == [1.0]
+    # The failed batch left no trace: the same users and items come out new and dense.
+    batch = db.apply_ratings([Event("v", "j", 2.0, 1)], last_stream_id="3-0")
+    assert (batch.new_users, batch.new_items, batch.written) == (1, 1, 1)
+    assert db.ratings_arrays().user_ids.tolist() == ["u", "v"]
 
 
 def test_user_ratings_complete_and_current(db: Database):
@@ -176,6 +191,7 @@ def test_ratings_arrays_layout(db: Database):
                                  (2, 'm3', 'Three, with comma', ['IMAX', 'Action', 'Action'])
         """
     )
+    reload_index(db)
     db.apply_ratings([Event("x", "m3", 5.0, 7), Event("y", "m1", 1.0, 8), Event("x", "new", 3.0, 9)])
 
     data = db.ratings_arrays()
@@ -201,6 +217,7 @@ def test_ratings_arrays_layout(db: Database):
 
 def test_export_round_trip(db: Database, tmp_path: Path):
     db.connection.execute("INSERT INTO items VALUES (0, 'm1', 'Café \"Noir\"', ['Film-Noir'])")
+    reload_index(db)
     db.apply_ratings([Event("x", "m1", 5.0, 7), Event("y", "m2", 1.0, 8)])
     db.apply_ratings([Event("y", "m1", 2.0, 9)])
     path = tmp_path / "exports" / "ratings-2.parquet"

@@ -1,0 +1,49 @@
+"""Several users' complete ratings as one CSR block, the form refreshes are handed on in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+
+class UserRows(Mapping):
+    """Users' complete ratings: row r holds user_ids[r]'s item_idx (ascending) and stars.
+
+    As a mapping, `rows[user_id]` gives (item ids, float32 stars), the form Database.user_ratings
+    returns. Code that can work with dense item indices reads `offsets`, `item_idx` and
+    `ratings` directly and skips turning millions of indices into id strings.
+    """
+
+    def __init__(
+        self,
+        user_ids: list[str],
+        offsets: np.ndarray,
+        item_idx: np.ndarray,
+        ratings: np.ndarray,
+        item_ids: np.ndarray,
+    ) -> None:
+        if offsets.shape[0] != len(user_ids) + 1:
+            raise ValueError(f"offsets: need {len(user_ids) + 1} entries, got {offsets.shape[0]}")
+        self.user_ids = user_ids
+        self.offsets = offsets  # int64 (users + 1,)
+        self.item_idx = item_idx  # int32, ascending within each row
+        self.ratings = ratings  # float32
+        self.item_ids = item_ids  # every item id, indexed by item_idx
+        self._row_of = {user_id: row for row, user_id in enumerate(user_ids)}
+
+    def row(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return one user's (item_idx, stars)."""
+        row = self._row_of[user_id]
+        start, stop = self.offsets[row], self.offsets[row + 1]
+        return self.item_idx[start:stop], self.ratings[start:stop]
+
+    def __getitem__(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        items, stars = self.row(user_id)
+        return self.item_ids[items], stars
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.user_ids)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)

@@ -1,0 +1,155 @@
+"""The consumer's in-memory rating index against the SQL-only write path, and the table upgrade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+import store.database
+import store.rating_index
+from store.database import Database
+
+
+def random_batches(seed: int, n_batches: int, size: int):
+    """Batches of (user_ids, item_ids, ratings, timestamps) with repeats, ties and late events."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_batches):
+        users = [f"u{k}" for k in rng.integers(0, 30, size)]
+        items = [f"i{k}" for k in rng.integers(0, 20, size)]
+        stars = rng.integers(1, 11, size).astype(np.float32) / 2
+        times = rng.integers(0, 6, size).astype(np.int64)
+        yield users, items, stars, times
+
+
+def apply_all(db: Database, batches) -> list:
+    results = []
+    for number, (users, items, stars, times) in enumerate(batches, start=1):
+        batch = db.apply_rating_columns(users, items, stars, times, last_stream_id=f"{number}-0")
+        results.append((batch.seq, batch.user_ids, batch.written, batch.stale, batch.new_users, batch.new_items))
+    return results
+
+
+def snapshot_of(db: Database) -> dict:
+    data = db.ratings_arrays()
+    return {
+        "pairs": list(zip(data.user_idx.tolist(), data.item_idx.tolist())),
+        "rating": data.rating.tolist(),
+        "timestamp": data.timestamp.tolist(),
+        "user_ids": data.user_ids.tolist(),
+        "item_ids": data.item_ids.tolist(),
+        "watermark": data.watermark,
+    }
+
+
+@pytest.fixture
+def small_thresholds(monkeypatch: pytest.MonkeyPatch):
+    """Merge extras and fold changes after a few rows, so both happen within a short test."""
+    monkeypatch.setattr(store.rating_index, "MERGE_MIN", 25)
+    monkeypatch.setattr(store.rating_index, "MERGE_SHARE", 0.0)
+    monkeypatch.setattr(store.database, "FOLD_CHANGES_AT", 7)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_indexed_writes_match_sql_writes(tmp_path: Path, seed: int, small_thresholds):
+    batches = list(random_batches(seed, n_batches=12, size=40))
+    with Database(tmp_path / "sql.duckdb") as sql_db:
+        expected = apply_all(sql_db, batches)
+        expected_state = snapshot_of(sql_db)
+        expected_user = sql_db.user_ratings(["u3", "u7"])
+    with Database(tmp_path / "indexed.duckdb", keep_index=True) as indexed_db:
+        got = apply_all(indexed_db, batches)
+        got_user = indexed_db.user_ratings(["u3", "u7"])
+        got_state = snapshot_of(indexed_db)
+
+    assert got == expected
+    assert got_state == expected_state
+    assert set(got_user) == set(expected_user)
+    for user_id, (item_ids, stars) in expected_user.items():
+        assert got_user[user_id][0].tolist() == item_ids.tolist()
+        assert got_user[user_id][1].tolist() == stars.tolist()
+    # 12 batches of 40 events over 600 pairs: some pairs were rated again, so changes were folded.
+    assert any(stale for _, _, _, stale, _, _ in got)
+
+
+def test_one_row_per_pair_after_changes_and_reopen(tmp_path: Path, small_thresholds):
+    path = tmp_path / "streamrec.duckdb"
+    batches = list(random_batches(5, n_batches=10, size=50))
+    with Database(path, keep_index=True) as db:
+        apply_all(db, batches[:5])
+    with Database(path, keep_index=True) as db:
+        apply_all(db, batches[5:])
+        state = snapshot_of(db)
+        duplicates = db.connection.execute(
+            "SELECT count(*) FROM (SELECT user_idx, item_idx FROM ratings GROUP BY ALL HAVING count(*) > 1)"
+        ).fetchall()[0][0]
+    with Database(tmp_path / "sql.duckdb") as sql_db:
+        apply_all(sql_db, batches)
+        assert snapshot_of(sql_db) == state
+    assert duplicates == 0
+
+
+def test_read_only_reader_sees_changes_not_yet_folded(tmp_path: Path):
+    path = tmp_path / "streamrec.duckdb"
+    with Database(path, keep_index=True) as db:
+        db.apply_rating_columns(["a", "a"], ["1", "2"], np.array([4.0, 3.0], np.float32), np.array([1, 1]))
+        db.apply_rating_columns(["a"], ["1"], np.array([1.5], np.float32), np.array([5]))
+        assert db.connection.execute("SELECT count(*) FROM rating_changes").fetchall()[0][0] == 1
+        # Closed without a fold, as a killed consumer would leave it.
+
+    with Database(path, read_only=True) as reader:
+        data = reader.ratings_arrays()
+        assert data.rating.tolist() == [1.5, 3.0]
+        assert data.timestamp.tolist() == [5, 1]
+        assert data.watermark == 2
+        assert reader.users_updated_since(1) == ["a"]
+        assert reader.user_ratings(["a"])["a"][1].tolist() == [1.5, 3.0]
+
+    with Database(path, keep_index=True) as db:  # opening the index folds what was left
+        assert db.connection.execute("SELECT count(*) FROM rating_changes").fetchall()[0][0] == 0
+        assert db.user_ratings(["a"])["a"][1].tolist() == [1.5, 3.0]
+
+
+def test_merge_refused_while_index_kept(tmp_path: Path):
+    with Database(tmp_path / "streamrec.duckdb", keep_index=True) as db:
+        with pytest.raises(RuntimeError, match="merge_items: not available"):
+            db.merge_items("SELECT 0 AS pos, 'x' AS item_id, 'X' AS title, []::VARCHAR[] AS genres")
+
+
+def test_keep_index_refused_read_only(tmp_path: Path):
+    Database(tmp_path / "streamrec.duckdb").close()
+    with pytest.raises(ValueError, match="keep_index: needs a database opened for writing"):
+        Database(tmp_path / "streamrec.duckdb", read_only=True, keep_index=True)
+
+
+def test_table_with_primary_key_upgraded(tmp_path: Path):
+    path = tmp_path / "streamrec.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE users (user_idx INTEGER PRIMARY KEY, user_id VARCHAR UNIQUE NOT NULL)")
+    con.execute(
+        "CREATE TABLE items (item_idx INTEGER PRIMARY KEY, item_id VARCHAR UNIQUE NOT NULL, "
+        "title VARCHAR, genres VARCHAR[])"
+    )
+    con.execute(
+        "CREATE TABLE ratings (user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL, rating REAL NOT NULL, "
+        "timestamp BIGINT NOT NULL, updated_seq BIGINT NOT NULL, PRIMARY KEY (user_idx, item_idx))"
+    )
+    con.execute("INSERT INTO users VALUES (0, 'a'), (1, 'b')")
+    con.execute("INSERT INTO items VALUES (0, 'x', 'X', []), (1, 'y', 'Y', [])")
+    con.execute("INSERT INTO ratings VALUES (1, 0, 2.0, 5, 0), (0, 1, 4.0, 5, 0), (0, 0, 3.0, 5, 0)")
+    con.close()
+
+    with Database(path, keep_index=True) as db:
+        keys = db.connection.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'ratings' "
+            "AND constraint_type = 'PRIMARY KEY'"
+        ).fetchall()[0][0]
+        assert keys == 0
+        batch = db.apply_rating_columns(["a"], ["x"], np.array([1.0], np.float32), np.array([6]))
+        assert (batch.written, batch.new_users, batch.new_items) == (1, 0, 0)
+        data = db.ratings_arrays()
+    assert list(zip(data.user_idx.tolist(), data.item_idx.tolist(), data.rating.tolist())) == [
+        (0, 0, 1.0), (0, 1, 4.0), (1, 0, 2.0),
+    ]
