@@ -1,4 +1,4 @@
-"""Writing a batch of ratings with the help of a RatingIndex: the database only appends rows."""
+"""Batch writes decided by a RatingIndex, so that the database only appends rows."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def write_batch(
     written_users = users[wins]
     touched: list[str] = []
     if written_users.shape[0]:
-        # Order of first appearance in the batch, as the events came.
+        # Users are listed in the order of their first event in the batch.
         unique, first_position = np.unique(batch_users, return_index=True)
         chosen = np.isin(unique, written_users)
         ordered = unique[chosen][np.argsort(first_position[chosen], kind="stable")]

@@ -1,9 +1,9 @@
 """An in-memory copy of the ratings table, kept by the process that owns the database.
 
 With it, a batch of events finds the stored rating of each (user, item) pair and every touched
-user's complete ratings without a query, so the database only receives appended rows. Looking a
-pair up through DuckDB's primary key, or joining the batch with the whole table, cost 0.1 to 1 s
-per batch at 32M ratings; here a batch costs microseconds per event.
+user's complete ratings without a query, so the database only receives appended rows. At 32M
+ratings, a lookup through DuckDB's primary key or a join of the batch with the whole table cost
+0.1 to 1 s per batch. Here a batch costs microseconds per event.
 
 Layout:
 
@@ -36,13 +36,13 @@ log = logging.getLogger(__name__)
 MERGE_SHARE = 0.05
 MERGE_MIN = 200_000
 
-# Where a pair was found: decide() returns its location as an index into the CSR arrays, or
-# as -2 - e for extra pair e; NOT_STORED means the pair has no rating yet.
+# Location code of a pair without a rating. decide() gives other pairs as an index into the
+# CSR arrays, or as -2 - e for extra pair e.
 NOT_STORED = -1
 
 
 def pair_key(user: np.ndarray | int, item: np.ndarray | int):
-    """One int64 per (user, item) pair: the user in the high 32 bits, the item in the low."""
+    """Return one int64 per (user, item) pair: the user in the high 32 bits, the item in the low."""
     return (np.asarray(user, dtype=np.int64) << 32) | np.asarray(item, dtype=np.int64)
 
 
@@ -63,7 +63,7 @@ def _find_in_row(items, start, stop, item):
 
 @numba.njit(cache=True)
 def _decide(users, items_in, times_in, indptr, items, times, extra_of, extra_times):
-    """Locate each incoming pair and say whether it replaces the stored rating.
+    """Locate each incoming pair and decide whether it replaces the stored rating.
 
     A rating wins when nothing is stored for its pair or its time is not older than the stored
     one: incoming events always belong to a later batch, and a later batch wins a tie.
@@ -169,6 +169,40 @@ def _gather(users, offsets, indptr, items, stars, times, head, next_extra,
     return out_items, out_stars, out_times
 
 
+@numba.njit(cache=True)
+def _csr_from_rows(user_idx, item_idx, stars_in, times_in, n_users):
+    """Group rows by user in linear time, then sort each row by item where it is not sorted."""
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    for user in user_idx:
+        indptr[user + 1] += 1
+    for user in range(n_users):
+        indptr[user + 1] += indptr[user]
+    fill = indptr[:-1].copy()
+    n = user_idx.shape[0]
+    items = np.empty(n, dtype=np.int32)
+    stars = np.empty(n, dtype=np.float32)
+    times = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        position = fill[user_idx[k]]
+        items[position] = item_idx[k]
+        stars[position] = stars_in[k]
+        times[position] = times_in[k]
+        fill[user_idx[k]] += 1
+    for user in range(n_users):
+        start, stop = indptr[user], indptr[user + 1]
+        in_order = True
+        for position in range(start + 1, stop):
+            if items[position] < items[position - 1]:
+                in_order = False
+                break
+        if not in_order:
+            order = np.argsort(items[start:stop], kind="mergesort")
+            items[start:stop] = items[start:stop][order]
+            stars[start:stop] = stars[start:stop][order]
+            times[start:stop] = times[start:stop][order]
+    return indptr, items, stars, times
+
+
 def _new_extra_map():
     return Dict.empty(key_type=types.int64, value_type=types.int64)
 
@@ -202,16 +236,13 @@ class RatingIndex:
         stars: np.ndarray,
         times: np.ndarray,
     ) -> RatingIndex:
-        """Build from one row per rating, sorted by (user_idx, item_idx)."""
-        counts = np.bincount(np.asarray(user_idx, dtype=np.int64), minlength=len(user_ids))
-        indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        return cls(
-            user_ids, item_ids, indptr,
-            np.ascontiguousarray(item_idx, dtype=np.int32),
-            np.ascontiguousarray(stars, dtype=np.float32),
-            np.ascontiguousarray(times, dtype=np.int64),
+        """Build from one row per rating (user_idx, item_idx, stars, time), in any order."""
+        csr = _csr_from_rows(
+            np.ascontiguousarray(user_idx, dtype=np.int32), np.ascontiguousarray(item_idx, dtype=np.int32),
+            np.ascontiguousarray(stars, dtype=np.float32), np.ascontiguousarray(times, dtype=np.int64),
+            len(user_ids),
         )
+        return cls(user_ids, item_ids, *csr)
 
     def _set_csr(self, indptr, items, stars, times) -> None:
         self._indptr, self._items, self._stars, self._times = indptr, items, stars, times
@@ -274,7 +305,7 @@ class RatingIndex:
     # -- ratings -------------------------------------------------------------------------------
 
     def decide(self, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Locate pairs (one per pair) and say which incoming ratings win; changes nothing.
+        """Locate pairs (one event per pair) and decide which incoming ratings win, changing nothing.
 
         Returns (where, wins): where is NOT_STORED for a pair without a rating.
         """

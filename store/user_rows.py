@@ -1,4 +1,4 @@
-"""Several users' complete ratings as one CSR block, the form refreshes are handed on in."""
+"""Several users' complete ratings as one CSR block, the form in which refreshes are handed on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 
 class UserRows(Mapping):
-    """Users' complete ratings: row r holds user_ids[r]'s item_idx (ascending) and stars.
+    """Users' complete ratings: row r contains user_ids[r]'s item_idx (ascending) and stars.
 
     As a mapping, `rows[user_id]` gives (item ids, float32 stars), the form Database.user_ratings
     returns. Code that can work with dense item indices reads `offsets`, `item_idx` and

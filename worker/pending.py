@@ -191,9 +191,7 @@ class PendingRefreshes:
         # of users with long histories) one by one in Python.
         try:
             reply = send_packed(self.connection, [("EVALSHA", self._add.sha, len(keys_), *keys_, *args)])[0]
-        except redis.ResponseError as exc:
-            if "NOSCRIPT" not in str(exc):
-                raise
+        except redis.exceptions.NoScriptError:
             reply = self._add(keys=keys_, args=args)  # loads the script into the server
         return bool(reply)
 

@@ -53,7 +53,7 @@ def small_thresholds(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_indexed_writes_match_sql_writes(tmp_path: Path, seed: int, small_thresholds):
+def test_indexed_writes_match_sql(tmp_path: Path, seed: int, small_thresholds):
     batches = list(random_batches(seed, n_batches=12, size=40))
     with Database(tmp_path / "sql.duckdb") as sql_db:
         expected = apply_all(sql_db, batches)
@@ -74,7 +74,7 @@ def test_indexed_writes_match_sql_writes(tmp_path: Path, seed: int, small_thresh
     assert any(stale for _, _, _, stale, _, _ in got)
 
 
-def test_one_row_per_pair_after_changes_and_reopen(tmp_path: Path, small_thresholds):
+def test_one_row_per_pair_after_reopen(tmp_path: Path, small_thresholds):
     path = tmp_path / "streamrec.duckdb"
     batches = list(random_batches(5, n_batches=10, size=50))
     with Database(path, keep_index=True) as db:
@@ -91,7 +91,7 @@ def test_one_row_per_pair_after_changes_and_reopen(tmp_path: Path, small_thresho
     assert duplicates == 0
 
 
-def test_read_only_reader_sees_changes_not_yet_folded(tmp_path: Path):
+def test_read_only_sees_unfolded_changes(tmp_path: Path):
     path = tmp_path / "streamrec.duckdb"
     with Database(path, keep_index=True) as db:
         db.apply_rating_columns(["a", "a"], ["1", "2"], np.array([4.0, 3.0], np.float32), np.array([1, 1]))
@@ -112,19 +112,19 @@ def test_read_only_reader_sees_changes_not_yet_folded(tmp_path: Path):
         assert db.user_ratings(["a"])["a"][1].tolist() == [1.5, 3.0]
 
 
-def test_merge_refused_while_index_kept(tmp_path: Path):
+def test_merge_rejected_with_index(tmp_path: Path):
     with Database(tmp_path / "streamrec.duckdb", keep_index=True) as db:
         with pytest.raises(RuntimeError, match="merge_items: not available"):
             db.merge_items("SELECT 0 AS pos, 'x' AS item_id, 'X' AS title, []::VARCHAR[] AS genres")
 
 
-def test_keep_index_refused_read_only(tmp_path: Path):
+def test_keep_index_rejected_read_only(tmp_path: Path):
     Database(tmp_path / "streamrec.duckdb").close()
     with pytest.raises(ValueError, match="keep_index: needs a database opened for writing"):
         Database(tmp_path / "streamrec.duckdb", read_only=True, keep_index=True)
 
 
-def test_table_with_primary_key_upgraded(tmp_path: Path):
+def test_primary_key_table_upgraded(tmp_path: Path):
     path = tmp_path / "streamrec.duckdb"
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE users (user_idx INTEGER PRIMARY KEY, user_id VARCHAR UNIQUE NOT NULL)")
@@ -153,3 +153,26 @@ def test_table_with_primary_key_upgraded(tmp_path: Path):
     assert list(zip(data.user_idx.tolist(), data.item_idx.tolist(), data.rating.tolist())) == [
         (0, 0, 1.0), (0, 1, 4.0), (1, 0, 2.0),
     ]
+
+
+def test_index_reloaded_after_failed_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with Database(tmp_path / "streamrec.duckdb", keep_index=True) as db:
+        original = store.rating_index.RatingIndex.store
+        calls = []
+
+        def fail_once(self, *args):
+            calls.append(1)
+            if len(calls) == 1:
+                raise MemoryError("no room for extras")
+            return original(self, *args)
+
+        monkeypatch.setattr(store.rating_index.RatingIndex, "store", fail_once)
+        first = db.apply_rating_columns(["a"], ["1"], np.array([4.0], np.float32), np.array([1]))
+        second = db.apply_rating_columns(["a"], ["1"], np.array([2.0], np.float32), np.array([2]))
+        rows = db.connection.execute("SELECT count(*) FROM ratings").fetchall()[0][0]
+        stars = db.user_ratings(["a"])["a"][1].tolist()
+
+    assert first.written == 1
+    assert second.written == 1
+    assert rows == 1
+    assert stars == [2.0]

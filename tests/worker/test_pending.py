@@ -39,6 +39,19 @@ def test_user_rows_travel_as_item_indices(redis_client):
     assert pending.taken_users("job-1")["u1"].items.tolist() == [0, 7, 10**6]
 
 
+def test_add_after_script_cache_flushed(redis_client):
+    """A server that restarted, or a new one, has not seen the add script yet."""
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    rows = UserRows(["u1"], np.array([0, 1]), np.array([3], np.int32), np.array([4.0], np.float32),
+                    np.array(["a", "b", "c", "d"], dtype=object))
+    redis_client.script_flush()
+
+    assert pending.add(rows, seq=1) is True
+
+    taken, _ = pending.take_due("job-1", max_users=10)
+    assert taken["u1"].items.tolist() == [3]
+
+
 def server_ms(redis_client) -> int:
     seconds, micros = redis_client.time()
     return seconds * 1000 + micros // 1000
