@@ -78,7 +78,7 @@ class Database:
 
     With `keep_index`, the ratings are also kept in memory (store.rating_index), which makes
     apply_rating_columns and user_ratings independent of the table's size. The ingest consumer
-    opens the database this way; it then takes writes only through apply_rating_columns.
+    opens the database this way, and then writes only through apply_rating_columns.
     """
 
     def __init__(self, path: str | Path, read_only: bool = False, keep_index: bool = False) -> None:
@@ -335,7 +335,7 @@ class Database:
         ).fetchall()[0][0]
 
         # One candidate per (user, item): the newest timestamp, then the later position. A stored
-        # pair takes it when it is newer, or equally new from a later batch; RETURNING lists the
+        # pair takes it when it is newer, or equally new from a later batch. RETURNING lists the
         # users of the rows updated and then of the rows inserted.
         fold_changes(con)
         con.execute(
@@ -478,7 +478,7 @@ class Database:
 
     def user_rows(self, user_ids: Sequence[str]) -> UserRows:
         """Return the complete current ratings of the named users who have any, in order of
-        first mention; with the rating index kept, without a query."""
+        first mention. With the rating index kept, this needs no query."""
         wanted = list(dict.fromkeys(str(user_id) for user_id in user_ids))
         if self._index is not None:
             return self._indexed_user_rows(wanted)

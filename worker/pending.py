@@ -132,7 +132,7 @@ return #taken / 2
 class PendingUser:
     """A user's complete ratings as the consumer added them, at ingest batch `seq`.
 
-    `items` holds dense item indices (an int32 array) or, for entries added as item ids, a list
+    `items` contains dense item indices (an int32 array) or, for entries added as item ids, a list
     of ids.
     """
 
@@ -168,8 +168,8 @@ class PendingRefreshes:
         """Add each user's complete (item_ids, ratings); return True when the caller must enqueue
         a refresh job because none is queued or running.
 
-        Given UserRows, the entries carry dense item indices in binary, which costs a small
-        fraction of item ids in JSON for users with long histories.
+        Given UserRows, the entries carry dense item indices in binary. For users with long
+        histories that costs a small fraction of what item ids in JSON cost.
         """
         if seq < 0:
             raise ValueError(f"seq: must be at least 0, got {seq}")

@@ -18,7 +18,7 @@ def ratings(*pairs: tuple[str, float]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([item for item, _ in pairs]), np.array([value for _, value in pairs], np.float32)
 
 
-def test_user_rows_travel_as_item_indices(redis_client):
+def test_user_rows_sent_as_indices(redis_client):
     pending = PendingRefreshes(redis_client, quiet_ms=0)
     rows = UserRows(
         ["u1", "u2"], np.array([0, 3, 4]), np.array([0, 7, 10**6, 2], np.int32),
