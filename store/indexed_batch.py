@@ -44,18 +44,17 @@ def write_batch(
     times = np.asarray(timestamps, dtype=np.int64)[keep]
     where, wins = index.decide(users, items, times)
 
-    if new_users:
-        first = index.n_users
-        _insert(con, "users", {
-            "user_idx": np.arange(first, first + len(new_users), dtype=np.int32),
-            "user_id": np.array(new_users, dtype=object),
-        }, "user_idx, user_id")
-    if new_items:
-        first = index.n_items
-        _insert(con, "items", {
-            "item_idx": np.arange(first, first + len(new_items), dtype=np.int32),
-            "item_id": np.array(new_items, dtype=object),
-        }, "item_idx, item_id, NULL, []::VARCHAR[]")
+    # New ids take the next dense indices; items start without a title or genres.
+    for table, prefix, first, new_ids, extra_columns in (
+        ("users", "user", index.n_users, new_users, ""),
+        ("items", "item", index.n_items, new_items, ", NULL, []::VARCHAR[]"),
+    ):
+        if new_ids:
+            columns = {
+                f"{prefix}_idx": np.arange(first, first + len(new_ids), dtype=np.int32),
+                f"{prefix}_id": np.array(new_ids, dtype=object),
+            }
+            _insert(con, table, columns, f"{prefix}_idx, {prefix}_id{extra_columns}")
 
     rows = {"user_idx": users, "item_idx": items, "rating": stars, "timestamp": times,
             "updated_seq": np.full(users.shape[0], seq, dtype=np.int64)}

@@ -337,31 +337,26 @@ class RatingIndex:
 
     def user_rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (offsets, items, stars): each user's complete ratings as one CSR row, by item."""
-        users = np.ascontiguousarray(users, dtype=np.int64)
-        lengths = _row_lengths(users, self._indptr, self._head, self._next_extra)
-        offsets = np.zeros(users.shape[0] + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        items, stars, _ = _gather(
-            users, offsets, self._indptr, self._items, self._stars, self._times, self._head,
-            self._next_extra, self._extra_items, self._extra_stars, self._extra_times,
-        )
+        offsets, items, stars, _ = self._rows(np.ascontiguousarray(users, dtype=np.int64))
         return offsets, items, stars
 
     def merge_extras(self) -> None:
         """Fold the extra pairs into a new CSR, so lookups stay binary searches."""
         started = time.perf_counter()
         merged = self._n_extra
-        users = np.arange(len(self.user_ids), dtype=np.int64)
-        lengths = _row_lengths(users, self._indptr, self._head, self._next_extra)
-        indptr = np.zeros(users.shape[0] + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        items, stars, times = _gather(
-            users, indptr, self._indptr, self._items, self._stars, self._times, self._head,
-            self._next_extra, self._extra_items, self._extra_stars, self._extra_times,
-        )
-        self._set_csr(indptr, items, stars, times)
+        self._set_csr(*self._rows(np.arange(len(self.user_ids), dtype=np.int64)))
         log.info("rating index merged extra_pairs=%d ratings=%d seconds=%.2f",
                  merged, self.n_ratings, time.perf_counter() - started)
+
+    def _rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lengths = _row_lengths(users, self._indptr, self._head, self._next_extra)
+        offsets = np.zeros(users.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        items, stars, times = _gather(
+            users, offsets, self._indptr, self._items, self._stars, self._times, self._head,
+            self._next_extra, self._extra_items, self._extra_stars, self._extra_times,
+        )
+        return offsets, items, stars, times
 
     def _reserve(self, count: int) -> None:
         capacity = self._extra_users.shape[0]
