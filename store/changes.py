@@ -80,6 +80,8 @@ def drop_ratings_primary_key(con: duckdb.DuckDBPyConnection) -> None:
     if not has_key:
         return
     started = time.perf_counter()
+    log.info("ratings table rebuilding without its primary key (once, for a database made by an "
+             "earlier release)")
     con.execute(
         """
         CREATE TABLE ratings_unkeyed AS

@@ -120,6 +120,7 @@ class Database:
         if self.read_only:
             raise ValueError("keep_index: needs a database opened for writing")
         started = time.perf_counter()
+        log.info("rating index loading path=%s ratings=%d", self.path, self.counts().ratings)
         with self.transaction():
             fold_changes(self._con)
             users = self._con.execute("SELECT user_id FROM users ORDER BY user_idx").fetchnumpy()["user_id"]
