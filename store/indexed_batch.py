@@ -36,8 +36,9 @@ def write_batch(
     The index learns the batch only from BatchWrite.commit, called after the transaction, so a
     failed commit leaves it as it was.
     """
-    batch_users, new_users = index.user_indices(list(user_ids))
-    items, new_items = index.item_indices(list(item_ids))
+    # Ids are strings in the database, so an integer id names the same user as its decimal text.
+    batch_users, new_users = index.user_indices([str(user_id) for user_id in user_ids])
+    items, new_items = index.item_indices([str(item_id) for item_id in item_ids])
     keep = newest_per_pair(batch_users, items, timestamps)
     users, items = batch_users[keep], items[keep]
     stars = np.asarray(ratings, dtype=np.float32)[keep]

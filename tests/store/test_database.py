@@ -79,6 +79,14 @@ def test_apply_integer_ids_stored_as_strings(db: Database):
     assert stored(db) == [("7", "42", 4.0, 1, 1)]
 
 
+def test_integer_and_text_ids_same_user(db: Database):
+    db.apply_rating_columns([7], [42], np.array([4.0], np.float32), np.array([1]))
+    batch = db.apply_rating_columns(["7"], ["42"], np.array([2.0], np.float32), np.array([2]))
+
+    assert (batch.new_users, batch.new_items, batch.written) == (0, 0, 1)
+    assert stored(db) == [("7", "42", 2.0, 2, 2)]
+
+
 def test_newer_timestamp_wins_in_any_order(db: Database):
     old, new = Event("u", "i", 2.0, 1000), Event("u", "i", 4.5, 2000)
 
