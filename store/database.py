@@ -24,7 +24,7 @@ from store.changes import current_ratings_sql, drop_ratings_primary_key, fold_ch
 from store.errors import DatabaseLockedError, DataFileError
 from store.indexed_batch import write_batch
 from store.keys import EVENTS_STREAM
-from store.rating_index import RatingIndex
+from store.rating_index import RatingIndex, warm_up
 from store.ratings_data import RatingsData, genre_csr, unicode_array
 from store.user_rows import UserRows
 
@@ -97,9 +97,10 @@ class Database:
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise DatabaseLockedError(
-                    f"database is locked: {self.path}; another process holds it, probably the "
-                    "ingest consumer (streamrec ingest). Stop that process and run this command "
-                    "again; a retrain does not need this, it asks the running consumer for an export."
+                    f"database is locked: {self.path}; another process holds it: the ingest "
+                    "consumer (streamrec ingest), or a retrain that reads the file while no "
+                    "consumer runs, for a few seconds. Stop the consumer, or wait for the "
+                    "retrain's read, and run this command again."
                 ) from exc
             raise
         self._transaction_depth = 0
@@ -119,6 +120,7 @@ class Database:
         """
         if self.read_only:
             raise ValueError("keep_index: needs a database opened for writing")
+        log.info("rating index kernels ready seconds=%.1f", warm_up())
         started = time.perf_counter()
         log.info("rating index loading path=%s ratings=%d", self.path, self.counts().ratings)
         with self.transaction():
@@ -150,6 +152,14 @@ class Database:
         self.close()
 
     def close(self) -> None:
+        """Close the connection. With the rating index kept, fold pending changes first, so that
+        an earlier release, which does not know rating_changes, reads current values."""
+        if self._index is not None:
+            try:
+                self.fold_changes()
+            except duckdb.Error:
+                log.warning("rating changes not folded at close; the next consumer folds them",
+                            exc_info=True)
         self._con.close()
 
     @property
@@ -520,7 +530,8 @@ class Database:
         if not rated.all():
             names = [user_id for user_id, keep in zip(names, rated.tolist()) if keep]
             offsets = np.r_[0, offsets[1:][rated]]
-        return UserRows(names, offsets, items, stars, self._index.item_id_array())
+        return UserRows(names, offsets, items, stars, self._index.item_id_array(),
+                        self._index.encoded_item_ids())
 
     def users_updated_since(self, seq: int) -> list[str]:
         """Return the users with a rating written by a batch numbered above `seq`, by user_idx."""

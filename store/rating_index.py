@@ -17,7 +17,7 @@ Updates overwrite the stars and time in place, wherever the pair lives. When the
 share of the CSR, both are merged into a new CSR.
 
 Memory: 16 bytes per rating in the CSR (4 item, 4 stars, 8 time) plus about 60 per extra pair;
-a merge briefly holds two CSR copies.
+a merge briefly needs two CSR copies.
 """
 
 from __future__ import annotations
@@ -203,8 +203,43 @@ def _csr_from_rows(user_idx, item_idx, stars_in, times_in, n_users):
     return indptr, items, stars, times
 
 
+def encode_ids(ids: list[str]) -> np.ndarray:
+    """Encode each id as bytes "<length in bytes>:<id>", so ids can be joined without a separator."""
+    encoded = np.empty(len(ids), dtype=object)
+    for position, text in enumerate(ids):
+        data = str(text).encode()
+        encoded[position] = b"%d:%s" % (len(data), data)
+    return encoded
+
+
+def decode_ids(data: bytes) -> list[str]:
+    """Split bytes joined from encode_ids back into ids."""
+    ids = []
+    position = 0
+    while position < len(data):
+        colon = data.index(b":", position)
+        stop = colon + 1 + int(data[position:colon])
+        ids.append(data[colon + 1:stop].decode())
+        position = stop
+    return ids
+
+
 def _new_extra_map():
     return Dict.empty(key_type=types.int64, value_type=types.int64)
+
+
+def warm_up() -> float:
+    """Compile the kernels, or load them from numba's cache, on tiny inputs; return the seconds."""
+    started = time.perf_counter()
+    index = RatingIndex.from_columns(
+        ["u"], ["i", "j"], np.zeros(1, np.int32), np.zeros(1, np.int32),
+        np.ones(1, np.float32), np.zeros(1, np.int64),
+    )
+    users, items, times = np.zeros(1, np.int32), np.ones(1, np.int32), np.ones(1, np.int64)
+    where, _ = index.decide(users, items, times)
+    index.store(where, users, items, np.ones(1, np.float32), times)
+    index.user_rows(np.zeros(1, np.int64))
+    return time.perf_counter() - started
 
 
 class RatingIndex:
@@ -224,6 +259,7 @@ class RatingIndex:
         self._user_of = {user_id: idx for idx, user_id in enumerate(self.user_ids)}
         self._item_of = {item_id: idx for idx, item_id in enumerate(self.item_ids)}
         self._item_id_array = np.asarray(self.item_ids, dtype=object)
+        self._encoded_ids = encode_ids(self.item_ids)
         self._set_csr(indptr, items, stars, times)
 
     @classmethod
@@ -293,6 +329,7 @@ class RatingIndex:
                 self._item_of[item_id] = len(self.item_ids)
                 self.item_ids.append(item_id)
             self._item_id_array = np.asarray(self.item_ids, dtype=object)
+            self._encoded_ids = np.concatenate([self._encoded_ids, encode_ids(new_item_ids)])
         if len(self.user_ids) > self._head.shape[0]:
             grown = np.full(2 * len(self.user_ids), -1, dtype=np.int64)
             grown[: self._head.shape[0]] = self._head
@@ -301,6 +338,10 @@ class RatingIndex:
     def item_id_array(self) -> np.ndarray:
         """Item ids as an object array indexed by item_idx."""
         return self._item_id_array
+
+    def encoded_item_ids(self) -> np.ndarray:
+        """Item ids encoded by encode_ids, indexed by item_idx."""
+        return self._encoded_ids
 
     # -- ratings -------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ class UserRows(Mapping):
         item_idx: np.ndarray,
         ratings: np.ndarray,
         item_ids: np.ndarray,
+        encoded_item_ids: np.ndarray | None = None,
     ) -> None:
         if offsets.shape[0] != len(user_ids) + 1:
             raise ValueError(f"offsets: need {len(user_ids) + 1} entries, got {offsets.shape[0]}")
@@ -30,6 +31,8 @@ class UserRows(Mapping):
         self.item_idx = item_idx  # int32, ascending within each row
         self.ratings = ratings  # float32
         self.item_ids = item_ids  # every item id, indexed by item_idx
+        # The same ids encoded by store.rating_index.encode_ids, when the caller has them.
+        self.encoded_item_ids = encoded_item_ids
         self._row_of = {user_id: row for row, user_id in enumerate(user_ids)}
 
     def row(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:

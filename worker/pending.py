@@ -14,8 +14,9 @@ ratings, and a user who keeps rating is still refreshed at least every `max_dela
 Keys (names in store/keys.py):
 
 - REFRESH_PENDING, hash: user_id -> "<seq> <first add, ms>\\n<ratings>". The ratings are either
-  "B" followed by the item_idx as little-endian int32 and then the stars as little-endian
-  float32 (what the consumer adds), or JSON [[item_id...], [rating...]].
+  "I", the count as a little-endian uint32, the stars as little-endian float32, then the item ids
+  each as "<length in bytes>:<id>" (what the consumer adds); or JSON [[item_id...], [rating...]],
+  which earlier releases added and this one still reads.
 - REFRESH_DUE, sorted set: user_id -> due time in ms since the epoch.
 - REFRESH_SCHEDULED, string with an expiry: set while a refresh job is queued or running, so the
   consumer enqueues a job only when none is.
@@ -26,6 +27,7 @@ Keys (names in store/keys.py):
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ import redis
 
 from ingest.packed import send_packed
 from store import keys
+from store.rating_index import decode_ids, encode_ids
 from store.user_rows import UserRows
 
 # Milliseconds a pending user must be quiet before the refresh, and the longest a refresh waits.
@@ -130,14 +133,10 @@ return #taken / 2
 
 @dataclass(frozen=True)
 class PendingUser:
-    """A user's complete ratings as the consumer added them, at ingest batch `seq`.
-
-    `items` contains dense item indices (an int32 array) or, for entries added as item ids, a list
-    of ids.
-    """
+    """A user's complete ratings as the consumer added them, at ingest batch `seq`."""
 
     seq: int
-    items: np.ndarray | list[str]
+    item_ids: list[str]
     ratings: np.ndarray | list[float]
 
 
@@ -168,19 +167,23 @@ class PendingRefreshes:
         """Add each user's complete (item_ids, ratings); return True when the caller must enqueue
         a refresh job because none is queued or running.
 
-        Given UserRows, the entries carry dense item indices in binary. For users with long
-        histories that costs a small fraction of what item ids in JSON cost.
+        Given UserRows, the entries are binary, with ids encoded once per item rather than once
+        per rating. For users with long histories that costs a fraction of JSON.
         """
         if seq < 0:
             raise ValueError(f"seq: must be at least 0, got {seq}")
         args: list[str | int | bytes] = [self.quiet_ms, self.max_delay_ms, SCHEDULED_TTL_MS]
         if isinstance(user_ratings, UserRows):
             offsets = user_ratings.offsets.tolist()
-            items = user_ratings.item_idx.astype("<i4", copy=False)
+            encoded = user_ratings.encoded_item_ids
+            if encoded is None:
+                encoded = encode_ids(user_ratings.item_ids.tolist())
+            named = encoded[user_ratings.item_idx]
             stars = user_ratings.ratings.astype("<f4", copy=False)
             for row, user_id in enumerate(user_ratings.user_ids):
                 start, stop = offsets[row], offsets[row + 1]
-                body = b"B" + items[start:stop].tobytes() + stars[start:stop].tobytes()
+                body = b"".join([b"I", struct.pack("<I", stop - start), stars[start:stop].tobytes(),
+                                 *named[start:stop]])
                 args.extend((user_id, int(seq), body))
         else:
             for user_id, (item_ids, ratings) in user_ratings.items():
@@ -251,11 +254,10 @@ def _decode_entries(flat: list[bytes]) -> dict[str, PendingUser]:
         entry = entry.encode() if isinstance(entry, str) else entry
         header, _, body = entry.partition(b"\n")
         seq = int(header.split(b" ", 1)[0])
-        if body[:1] == b"B":
-            count = (len(body) - 1) // 8
-            items = np.frombuffer(body, dtype="<i4", count=count, offset=1)
-            ratings = np.frombuffer(body, dtype="<f4", count=count, offset=1 + 4 * count)
-            users[user_id] = PendingUser(seq, items.astype(np.int32), ratings.astype(np.float32))
+        if body[:1] == b"I":
+            (count,) = struct.unpack_from("<I", body, 1)
+            ratings = np.frombuffer(body, dtype="<f4", count=count, offset=5).astype(np.float32)
+            users[user_id] = PendingUser(seq, decode_ids(body[5 + 4 * count:]), ratings)
         else:
             item_ids, ratings = json.loads(body)
             users[user_id] = PendingUser(seq, item_ids, ratings)

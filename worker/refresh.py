@@ -64,14 +64,11 @@ def refold_users(
 def refresh_users(
     connection: redis.Redis,
     snapshot: Snapshot,
-    users: dict[str, tuple[list[str] | np.ndarray, list[float] | np.ndarray]],
+    users: dict[str, tuple[list[str], list[float] | np.ndarray]],
     seq: int | Sequence[int],
     top_n: int,
 ) -> int:
     """Fold in each user's complete ratings and write their factors and top-N list to Redis.
-
-    Each user's items are external ids, or dense item indices as an integer array (the
-    database's item_idx, which a snapshot of the same database shares).
 
     `seq` is the ingest batch the ratings are complete up to, one for all users or one per user
     in the order of `users`.
@@ -87,13 +84,9 @@ def refresh_users(
     item_rows: list[np.ndarray] = []
     rating_rows: list[np.ndarray] = []
     for user_id in user_ids:
-        items, ratings = users[user_id]
-        if isinstance(items, np.ndarray) and items.dtype.kind in "iu":
-            idx = items.astype(np.int64)
-            known = idx < snapshot.item_bias.shape[0]
-        else:
-            idx = snapshot.item_indices(items)
-            known = idx >= 0
+        item_ids, ratings = users[user_id]
+        idx = snapshot.item_indices(item_ids)
+        known = idx >= 0
         order = np.argsort(idx[known], kind="stable")
         item_rows.append(idx[known][order].astype(np.int32))
         rating_rows.append(np.asarray(ratings, dtype=np.float32)[known][order])

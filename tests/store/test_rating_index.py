@@ -93,11 +93,12 @@ def test_one_row_per_pair_after_reopen(tmp_path: Path, small_thresholds):
 
 def test_read_only_sees_unfolded_changes(tmp_path: Path):
     path = tmp_path / "streamrec.duckdb"
-    with Database(path, keep_index=True) as db:
-        db.apply_rating_columns(["a", "a"], ["1", "2"], np.array([4.0, 3.0], np.float32), np.array([1, 1]))
-        db.apply_rating_columns(["a"], ["1"], np.array([1.5], np.float32), np.array([5]))
-        assert db.connection.execute("SELECT count(*) FROM rating_changes").fetchall()[0][0] == 1
-        # Closed without a fold, as a killed consumer would leave it.
+    db = Database(path, keep_index=True)
+    db.apply_rating_columns(["a", "a"], ["1", "2"], np.array([4.0, 3.0], np.float32), np.array([1, 1]))
+    db.apply_rating_columns(["a"], ["1"], np.array([1.5], np.float32), np.array([5]))
+    assert db.connection.execute("SELECT count(*) FROM rating_changes").fetchall()[0][0] == 1
+    # The connection goes without Database.close, which would fold, as a killed consumer's does.
+    db.connection.close()
 
     with Database(path, read_only=True) as reader:
         data = reader.ratings_arrays()
@@ -110,6 +111,20 @@ def test_read_only_sees_unfolded_changes(tmp_path: Path):
     with Database(path, keep_index=True) as db:  # opening the index folds what was left
         assert db.connection.execute("SELECT count(*) FROM rating_changes").fetchall()[0][0] == 0
         assert db.user_ratings(["a"])["a"][1].tolist() == [1.5, 3.0]
+
+
+def test_clean_close_folds_changes(tmp_path: Path):
+    path = tmp_path / "streamrec.duckdb"
+    with Database(path, keep_index=True) as db:
+        db.apply_rating_columns(["a"], ["1"], np.array([4.0], np.float32), np.array([1]))
+        db.apply_rating_columns(["a"], ["1"], np.array([2.0], np.float32), np.array([2]))
+
+    con = duckdb.connect(str(path), read_only=True)
+    pending = con.execute("SELECT count(*) FROM rating_changes").fetchall()[0][0]
+    stars = con.execute("SELECT rating FROM ratings").fetchall()
+    con.close()
+    assert pending == 0
+    assert stars == [(2.0,)]
 
 
 def test_merge_rejected_with_index(tmp_path: Path):

@@ -125,7 +125,7 @@ def test_fifty_ratings_in_a_second_refresh_once(published, redis_client, redis_u
     events = [(str(1 + n % 2), float(1 + n % 5)) for n in range(49)] + [("3", 4.5)]
     stop = threading.Event()
 
-    with Database(published.database_path) as database:
+    with Database(published.database_path, keep_index=True) as database:
         # A wide window, so a slow test machine does not split the burst.
         enqueue = RefreshEnqueuer(redis_client, quiet_ms=1000, max_delay_ms=10_000)
         consumer = IngestConsumer(published, redis_client, database, enqueue)
@@ -181,3 +181,19 @@ def test_job_records_progress(published, redis_client):
     assert progress["stage"] == "refreshing"
     assert progress["rounds"] == 1
     assert progress["users"] == 1
+
+
+def test_snapshot_of_other_database_by_ids(published, redis_client, refreshed_users, tmp_path):
+    """A snapshot kept while the database was reloaded in another item order gets the right items."""
+    snapshot = SnapshotStore(published.snapshots_dir).open()
+    with Database(tmp_path / "reloaded.duckdb", keep_index=True) as reloaded:
+        # Here item "3" gets index 0 and item "1" index 1, unlike in the snapshot.
+        reloaded.apply_rating_columns(
+            ["x", "x"], ["3", "1"], np.array([5.0, 1.0], np.float32), np.array([1, 1])
+        )
+        RefreshEnqueuer(redis_client, quiet_ms=0)(reloaded.user_rows(["x"]), 1)
+
+    run_worker_burst(redis_client)
+
+    state = read_user_state(redis_client, "x")
+    assert state.seen_idx.tolist() == sorted([snapshot.item_index("1"), snapshot.item_index("3")])

@@ -18,11 +18,12 @@ def ratings(*pairs: tuple[str, float]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([item for item, _ in pairs]), np.array([value for _, value in pairs], np.float32)
 
 
-def test_user_rows_sent_as_indices(redis_client):
+def test_user_rows_sent_with_item_ids(redis_client):
     pending = PendingRefreshes(redis_client, quiet_ms=0)
+    item_ids = np.array(["a", "b:c", "", "δ 7"], dtype=object)
     rows = UserRows(
-        ["u1", "u2"], np.array([0, 3, 4]), np.array([0, 7, 10**6, 2], np.int32),
-        np.array([4.0, 2.5, 0.5, 5.0], np.float32), np.array(["a", "b", "c"], dtype=object),
+        ["u1", "u2"], np.array([0, 3, 4]), np.array([0, 1, 3, 2], np.int32),
+        np.array([4.0, 2.5, 0.5, 5.0], np.float32), item_ids,
     )
     pending.add(rows, seq=5)
 
@@ -30,13 +31,12 @@ def test_user_rows_sent_as_indices(redis_client):
 
     assert sorted(taken) == ["u1", "u2"]
     assert taken["u1"].seq == 5
-    assert taken["u1"].items.dtype == np.int32
-    assert taken["u1"].items.tolist() == [0, 7, 10**6]
+    assert taken["u1"].item_ids == ["a", "b:c", "δ 7"]
     assert taken["u1"].ratings.tolist() == [4.0, 2.5, 0.5]
-    assert taken["u2"].items.tolist() == [2]
+    assert taken["u2"].item_ids == [""]
     assert taken["u2"].ratings.tolist() == [5.0]
     # A retry reads the same entries back from the job's taken hash.
-    assert pending.taken_users("job-1")["u1"].items.tolist() == [0, 7, 10**6]
+    assert pending.taken_users("job-1")["u1"].item_ids == ["a", "b:c", "δ 7"]
 
 
 def test_add_after_script_cache_flushed(redis_client):
@@ -49,7 +49,7 @@ def test_add_after_script_cache_flushed(redis_client):
     assert pending.add(rows, seq=1) is True
 
     taken, _ = pending.take_due("job-1", max_users=10)
-    assert taken["u1"].items.tolist() == [3]
+    assert taken["u1"].item_ids == ["d"]
 
 
 def server_ms(redis_client) -> int:
@@ -65,7 +65,7 @@ def test_due_user_taken_with_ratings_and_seq(redis_client):
 
     assert list(taken) == ["u1"]
     assert taken["u1"].seq == 3
-    assert taken["u1"].items == ["10", "11"]
+    assert taken["u1"].item_ids == ["10", "11"]
     assert taken["u1"].ratings == [4.0, 2.5]
     assert wait_ms == -1
     assert pending.count() == 0
@@ -80,7 +80,7 @@ def test_later_add_replaces_ratings(redis_client):
 
     assert pending.count() == 0
     assert taken["u1"].seq == 4
-    assert taken["u1"].items == ["10", "12"]
+    assert taken["u1"].item_ids == ["10", "12"]
 
 
 def test_older_seq_does_not_replace_newer(redis_client):
@@ -91,7 +91,7 @@ def test_older_seq_does_not_replace_newer(redis_client):
     taken, _ = pending.take_due("job-1", max_users=100)
 
     assert taken["u1"].seq == 9
-    assert taken["u1"].items == ["10", "12"]
+    assert taken["u1"].item_ids == ["10", "12"]
 
 
 def test_quiet_user_due_after_quiet_window(redis_client):
@@ -177,7 +177,7 @@ def test_give_back_returns_users_unless_newer_pending(redis_client):
     taken, _ = pending.take_due("job-2", max_users=100)
     assert taken["u1"].seq == 1
     assert taken["u2"].seq == 2
-    assert taken["u2"].items == ["10", "11"]
+    assert taken["u2"].item_ids == ["10", "11"]
 
 
 def test_claim_schedule_only_with_pending_users(redis_client):

@@ -51,26 +51,6 @@ def test_refresh_ignores_items_unknown_to_snapshot(published, redis_client):
     assert state.seen_idx.tolist() == [0]
 
 
-def test_refresh_by_item_indices(published, redis_client):
-    """The consumer sends database item indices, which name the snapshot's items the same way."""
-    by_id = {"a": (["1", "3"], [5.0, 1.0])}
-    by_index = {"b": (np.array([0, 2, published.item_ids.shape[0]], np.int32),
-                      np.array([5.0, 1.0, 4.0], np.float32))}
-
-    refresh_users(redis_client, published, by_id, seq=3, top_n=10)
-    refresh_users(redis_client, published, by_index, seq=3, top_n=10)
-
-    expected = read_user_state(redis_client, "a")
-    got = read_user_state(redis_client, "b")
-    # The third index is an item added after the snapshot, left out like an unknown id.
-    assert got.seen_idx.tolist() == [0, 2]
-    assert got.bias == expected.bias
-    np.testing.assert_array_equal(got.factors, expected.factors)
-    assert redis_client.zrange(keys.recs_key("b"), 0, -1, withscores=True) == redis_client.zrange(
-        keys.recs_key("a"), 0, -1, withscores=True
-    )
-
-
 def test_stale_refresh_does_not_overwrite(published, redis_client):
     refresh_users(redis_client, published, {"new": (["1"], [5.0])}, seq=9, top_n=10)
     before = redis_client.zrange(keys.recs_key("new"), 0, -1, withscores=True)
