@@ -61,17 +61,21 @@ def cholesky_substitute(A, x, n):
 
     Writes z into x. Returns False when z is not finite.
     """
-    # Forward substitution L y = x, then back substitution L^T z = y.
+    # Forward substitution L y = x, one dot product with a row of L per unknown.
     for i in range(n):
+        Ai = A[i]
         s = x[i]
         for p in range(i):
-            s -= A[i, p] * x[p]
-        x[i] = s / A[i, i]
+            s -= Ai[p] * x[p]
+        x[i] = s / Ai[i]
+    # Back substitution L^T z = y. Column i of L^T is row i of L, so once z_i is known it is
+    # removed from the unknowns above it with one pass along a contiguous row.
     for i in range(n - 1, -1, -1):
-        s = x[i]
-        for p in range(i + 1, n):
-            s -= A[p, i] * x[p]
-        x[i] = s / A[i, i]
+        Ai = A[i]
+        zi = x[i] / Ai[i]
+        x[i] = zi
+        for p in range(i):
+            x[p] -= zi * Ai[p]
     for i in range(n):
         if not np.isfinite(x[i]):
             return False
@@ -426,21 +430,96 @@ def cholesky_factor(A, n):
     """Overwrite the lower triangle of A's leading n x n block with its Cholesky factor L.
 
     Returns False when a pivot is not positive (NaN included).
+
+    Columns are computed two at a time: L_ij = (A_ij - sum_{p<j} L_ip L_jp) / L_jj for
+    columns j and j + 1 shares each load of L_ip between both sums, and rows go four at a
+    time so each load of L_jp and L_(j+1)p serves four rows. Column j + 1 then takes the one
+    term of p = j that its sum still lacks.
     """
-    for j in range(n):
-        pivot = A[j, j]
+    j = 0
+    while j < n:
+        Lj = A[j]
+        pivot = Lj[j]
         for p in range(j):
-            pivot -= A[j, p] * A[j, p]
+            pivot -= Lj[p] * Lj[p]
         if not (pivot > 0.0):
             return False
-        diagonal = np.sqrt(pivot)
-        A[j, j] = diagonal
-        inverse = 1.0 / diagonal
-        for i in range(j + 1, n):
-            s = A[i, j]
+        diagonal_j = np.sqrt(pivot)
+        Lj[j] = diagonal_j
+        inverse_j = 1.0 / diagonal_j
+        if j + 1 == n:
+            return True
+
+        Lk = A[j + 1]
+        s = Lk[j]
+        for p in range(j):
+            s -= Lk[p] * Lj[p]
+        Lk[j] = s * inverse_j
+        pivot = Lk[j + 1]
+        for p in range(j + 1):
+            pivot -= Lk[p] * Lk[p]
+        if not (pivot > 0.0):
+            return False
+        diagonal_k = np.sqrt(pivot)
+        Lk[j + 1] = diagonal_k
+        inverse_k = 1.0 / diagonal_k
+        l_kj = Lk[j]
+
+        i = j + 2
+        while i + 4 <= n:
+            L0 = A[i]
+            L1 = A[i + 1]
+            L2 = A[i + 2]
+            L3 = A[i + 3]
+            s0 = L0[j]
+            s1 = L1[j]
+            s2 = L2[j]
+            s3 = L3[j]
+            t0 = L0[j + 1]
+            t1 = L1[j + 1]
+            t2 = L2[j + 1]
+            t3 = L3[j + 1]
             for p in range(j):
-                s -= A[i, p] * A[j, p]
-            A[i, j] = s * inverse
+                b = Lj[p]
+                c = Lk[p]
+                a0 = L0[p]
+                a1 = L1[p]
+                a2 = L2[p]
+                a3 = L3[p]
+                s0 -= a0 * b
+                s1 -= a1 * b
+                s2 -= a2 * b
+                s3 -= a3 * b
+                t0 -= a0 * c
+                t1 -= a1 * c
+                t2 -= a2 * c
+                t3 -= a3 * c
+            s0 *= inverse_j
+            s1 *= inverse_j
+            s2 *= inverse_j
+            s3 *= inverse_j
+            L0[j] = s0
+            L1[j] = s1
+            L2[j] = s2
+            L3[j] = s3
+            L0[j + 1] = (t0 - s0 * l_kj) * inverse_k
+            L1[j + 1] = (t1 - s1 * l_kj) * inverse_k
+            L2[j + 1] = (t2 - s2 * l_kj) * inverse_k
+            L3[j + 1] = (t3 - s3 * l_kj) * inverse_k
+            i += 4
+        while i < n:
+            Li = A[i]
+            s = Li[j]
+            t = Li[j + 1]
+            for p in range(j):
+                a = Li[p]
+                s -= a * Lj[p]
+                t -= a * Lk[p]
+            s *= inverse_j
+            Li[j] = s
+            Li[j + 1] = (t - s * l_kj) * inverse_k
+            i += 1
+        j += 2
     return True
 
 
