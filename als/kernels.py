@@ -286,9 +286,9 @@ SUM_BLOCK = 32
 TINY_PENALTY = 1e-3
 # Padded width of a factor row is a multiple of this many float32 lanes (one AVX register).
 LANES = 8
-# Rows and columns of one block of Gram sums. Blocks of 3 x 3 ran 5 to 20% faster than 2 x 2 in
-# a micro-benchmark (K=32 and K=64, 20 to 1000 entries a row); 4 x 4 needs more than the 16
-# vector registers of AVX2.
+# Rows and columns of one block of Gram sums. Blocks of 3 x 3 ran 3 to 18% faster than 2 x 2 in
+# a micro-benchmark (K=32 and K=64, 20 to 1000 entries a row, 2-core AMD EPYC). Blocks of 4 x 4
+# would need more than the 16 vector registers of AVX2.
 GRAM_BLOCK = 3
 
 
@@ -362,9 +362,8 @@ def accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_me
     w is the padded row of the entry's column (its factors, then 1 for the bias) and
     y = rating - global_mean - bias of the column. The entries are copied in tiles into T with
     one tile column per entry, so each G[i, j] is a dot product of two contiguous rows of T.
-    Only the upper triangle is computed, in blocks of three rows by three columns: nine
-    independent sums per six loads keep both FMA units busy while each sum waits on its last
-    addition. The sum of y^2 is returned in float64. With R = gram_rows(n): G is float32
+    Only the upper triangle is computed, in blocks of three rows by three columns, which gives
+    nine independent sums per six loads. The sum of y^2 is returned in float64. With R = gram_rows(n): G is float32
     (S, S) with S = max(P, R), of which G[i, j] for j >= i - 2 is written. g: float32 (P,).
     T: float32 (S, tile) and y: float32 (tile,) scratch, with tile a multiple of SUM_BLOCK.
     n = K + 1.
@@ -469,10 +468,10 @@ def cholesky_factor(A, n):
 
     Returns False when a pivot is not positive (NaN included).
 
-    Columns are computed two at a time: L_ij = (A_ij - sum_{p<j} L_ip L_jp) / L_jj for
-    columns j and j + 1 shares each load of L_ip between both sums, and rows go four at a
-    time so each load of L_jp and L_(j+1)p serves four rows. Column j + 1 then takes the one
-    term of p = j that its sum still lacks.
+    L_ij = (A_ij - sum_{p<j} L_ip L_jp) / L_jj is computed for columns j and j + 1 together,
+    so each load of L_ip serves both sums. Rows go four at a time, so each load of L_jp and
+    L_(j+1)p serves four rows. Column j + 1 then subtracts the term p = j, which its shared
+    sum leaves out.
     """
     j = 0
     while j < n:
