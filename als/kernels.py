@@ -363,10 +363,10 @@ def accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_me
     y = rating - global_mean - bias of the column. The entries are copied in tiles into T with
     one tile column per entry, so each G[i, j] is a dot product of two contiguous rows of T.
     Only the upper triangle is computed, in blocks of three rows by three columns, which gives
-    nine independent sums per six loads. The sum of y^2 is returned in float64. With R = gram_rows(n): G is float32
-    (S, S) with S = max(P, R), of which G[i, j] for j >= i - 2 is written. g: float32 (P,).
-    T: float32 (S, tile) and y: float32 (tile,) scratch, with tile a multiple of SUM_BLOCK.
-    n = K + 1.
+    nine independent sums per six loads. The sum of y^2 is returned in float64.
+    With R = gram_rows(n) and S = max(P, R): G is float32 (S, S), of which G[i, j] for
+    j >= i - 2 is written. g: float32 (P,). T: float32 (S, tile) and y: float32 (tile,) are
+    scratch, with tile a multiple of SUM_BLOCK. n = K + 1.
     """
     P = padded.shape[1]
     tile = T.shape[1]
