@@ -18,7 +18,8 @@ def reference(matrix, V, b, user, K, tau, gamma, global_mean):
 
 
 @pytest.mark.parametrize(
-    "K, ratings_per_user", [(8, 4), (32, 12), (32, 150), (64, 40), (64, 300), (128, 200)]
+    "K, ratings_per_user",
+    [(7, 30), (8, 4), (15, 40), (32, 12), (32, 150), (64, 40), (64, 300), (128, 200)],
 )
 @pytest.mark.parametrize("tau", [0.7, TINY_PENALTY / 10])
 def test_row_solvers_match_numpy(K, ratings_per_user, tau):
