@@ -311,7 +311,7 @@ class Database:
         changes nothing. Call inside a transaction. Bulk loads pass seq 0. Not available while the
         rating index is kept, which would miss the rows.
         """
-        self._refuse_with_index("merge_ratings")
+        self._reject_with_index("merge_ratings")
         con = self._con
         con.execute(
             f"""
@@ -417,7 +417,7 @@ class Database:
         twice the later position wins. Existing items keep their index and get the new title and
         genres. Call inside a transaction. Not available while the rating index is kept.
         """
-        self._refuse_with_index("merge_items")
+        self._reject_with_index("merge_items")
         con = self._con
         con.execute(
             f"""
@@ -444,7 +444,7 @@ class Database:
         con.execute("DROP TABLE staged_items")
         return int(inserted), int(updated)
 
-    def _refuse_with_index(self, operation: str) -> None:
+    def _reject_with_index(self, operation: str) -> None:
         if self._index is not None:
             raise RuntimeError(
                 f"{operation}: not available on a database opened with keep_index; "
@@ -490,10 +490,10 @@ class Database:
     def user_rows(self, user_ids: Sequence[str]) -> UserRows:
         """Return the complete current ratings of the named users who have any, in order of
         first mention. With the rating index kept, this needs no query."""
-        wanted = list(dict.fromkeys(str(user_id) for user_id in user_ids))
+        requested = list(dict.fromkeys(str(user_id) for user_id in user_ids))
         if self._index is not None:
-            return self._indexed_user_rows(wanted)
-        self._con.register("requested_users", {"user_id": np.array(wanted, dtype=object)})
+            return self._indexed_user_rows(requested)
+        self._con.register("requested_users", {"user_id": np.array(requested, dtype=object)})
         try:
             columns = self._con.execute(
                 f"""
@@ -513,20 +513,20 @@ class Database:
         starts = np.flatnonzero(np.r_[True, positions[1:] != positions[:-1]]) if positions.shape[0] else []
         offsets = np.array(list(starts) + [positions.shape[0]], dtype=np.int64)
         return UserRows(
-            [wanted[position - 1] for position in positions[offsets[:-1]].tolist()],
+            [requested[position - 1] for position in positions[offsets[:-1]].tolist()],
             offsets,
             np.asarray(columns["item_idx"], dtype=np.int32),
             np.asarray(columns["rating"], dtype=np.float32),
             unicode_array(item_ids),
         )
 
-    def _indexed_user_rows(self, wanted: list[str]) -> UserRows:
+    def _indexed_user_rows(self, requested: list[str]) -> UserRows:
         assert self._index is not None
-        indices, _ = self._index.user_indices(wanted)
+        indices, _ = self._index.user_indices(requested)
         known = indices < self._index.n_users
         offsets, items, stars = self._index.user_rows(indices[known])
         rated = np.diff(offsets) > 0
-        names = [user_id for user_id, keep in zip(wanted, known.tolist()) if keep]
+        names = [user_id for user_id, keep in zip(requested, known.tolist()) if keep]
         if not rated.all():
             names = [user_id for user_id, keep in zip(names, rated.tolist()) if keep]
             offsets = np.r_[0, offsets[1:][rated]]

@@ -16,8 +16,8 @@ Layout:
 Updates overwrite the stars and time in place, wherever the pair lives. When the extras reach a
 share of the CSR, both are merged into a new CSR.
 
-Memory: 16 bytes per rating in the CSR (4 item, 4 stars, 8 time) plus about 60 per extra pair;
-a merge briefly needs two CSR copies.
+Memory: 16 bytes per rating in the CSR (4 item, 4 stars, 8 time), plus about 60 per extra pair.
+A merge briefly needs two CSR copies.
 """
 
 from __future__ import annotations
