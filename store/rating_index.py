@@ -48,7 +48,7 @@ def pair_key(user: np.ndarray | int, item: np.ndarray | int):
 
 @numba.njit(cache=True)
 def _find_in_row(items, start, stop, item):
-    """Binary search for `item` in the sorted slice items[start:stop]; return its index or -1."""
+    """Find `item` in the sorted slice items[start:stop] by binary search; return its index or -1."""
     low, high = start, stop
     while low < high:
         middle = (low + high) // 2
