@@ -25,6 +25,7 @@ import redis
 from redis.client import Pipeline
 
 from store import keys
+from store.list_payload import MemberEntries, restore_supported, sorted_set_payloads
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,13 @@ FACTORS_DTYPE = np.dtype("<f4")
 SEEN_DTYPE = np.dtype("<i4")
 
 # KEYS[1] user state hash, KEYS[2] top-N sorted set. ARGV: version, seq, bias, factors, seen,
-# write_list ("1" or "0"), then the item ids as "<length in bytes>:<id>" one after another, then
-# their scores joined by single spaces. Packing the list into two arguments costs Redis and
-# redis-py one argument each instead of two per item. Returns 1 when it wrote, 0 when the stored
-# (version, seq) is newer. Scores stay strings, so Redis parses them as Python formatted them.
+# then how the list comes:
+# - "0": no list, the stored one stays;
+# - "1": the item ids as "<length in bytes>:<id>" one after another, then their scores joined by
+#   single spaces. Packing the list into two arguments costs Redis and redis-py one argument each
+#   instead of two per item. Scores stay strings, so Redis parses them as Python formatted them;
+# - "2": the list as a DUMP payload (store/list_payload.py), or "" for an empty list.
+# Returns 1 when it wrote, 0 when the stored (version, seq) is newer.
 _WRITE_USER_STATE_LUA = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'seq')
 local version = tonumber(ARGV[1])
@@ -49,7 +53,13 @@ if stored[1] then
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'seq', ARGV[2], 'bias', ARGV[3],
            'factors', ARGV[4], 'seen', ARGV[5])
-if ARGV[6] == '1' then
+if ARGV[6] == '2' then
+  if ARGV[7] == '' then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('RESTORE', KEYS[2], 0, ARGV[7], 'REPLACE')
+  end
+elseif ARGV[6] == '1' then
   redis.call('DEL', KEYS[2])
   local ids = ARGV[7]
   local pairs = {}
@@ -233,9 +243,24 @@ def _queue_list_write(pipeline: Pipeline, key: str, mapping: dict[str, float]) -
         pipeline.zadd(key, mapping)
 
 
-# The packed ids of the last item_ids array seen, since a worker writes many batches against
-# one snapshot: (the array itself, its packed ids).
+# The packed ids and the listpack entries of the last item_ids array seen, since a worker writes
+# many batches against one snapshot: (the array itself, its packed ids or entries).
 _packed_cache: tuple[np.ndarray, np.ndarray] | None = None
+_members_cache: tuple[np.ndarray, MemberEntries | None] | None = None
+
+
+def _member_entries(item_ids: np.ndarray) -> MemberEntries | None:
+    """Return the listpack entries of a snapshot's item ids, or None when one is too long."""
+    global _members_cache
+    if _members_cache is not None and _members_cache[0] is item_ids:
+        return _members_cache[1]
+    try:
+        members = MemberEntries(item_ids)
+    except ValueError as exc:
+        log.warning("lists written with ZADD, an item id does not fit a listpack entry error=%s", exc)
+        members = None
+    _members_cache = (item_ids, members)
+    return members
 
 
 def _packed_item_ids(item_ids: np.ndarray) -> np.ndarray:
@@ -280,15 +305,21 @@ def write_users(
     if len(seqs) != len(user_ids):
         raise ValueError(f"seq: expected one per user ({len(user_ids)}), got {len(seqs)}")
     script = client.register_script(_WRITE_USER_STATE_LUA)
-    packed_ids = _packed_item_ids(snapshot.item_ids)
+    _check_list_scores(user_ids, list_idx, list_scores)
+    # Lists go as RESTORE payloads where the server takes them, else as packed ids for ZADD.
+    members = _member_entries(snapshot.item_ids) if restore_supported(client) else None
+    payloads = sorted_set_payloads(members, list_idx, list_scores) if members is not None else None
     with client.pipeline(transaction=False) as pipeline:
         for row, user_id in enumerate(user_ids):
             args = _state_args(snapshot.version, seqs[row], float(biases[row]), factors[row], seen[row])
-            args.append("1")
-            listed = list_idx[row]
-            listed = listed[listed >= 0]
-            args.append("".join(packed_ids[listed]))
-            args.append(" ".join(map(repr, list_scores[row][: listed.shape[0]].tolist())))
+            if payloads is not None:
+                args.extend(("2", payloads[row]))
+            else:
+                listed = list_idx[row]
+                listed = listed[listed >= 0]
+                args.append("1")
+                args.append("".join(_packed_item_ids(snapshot.item_ids)[listed]))
+                args.append(" ".join(map(repr, list_scores[row][: listed.shape[0]].tolist())))
             script(keys=[keys.user_key(user_id), keys.recs_key(user_id)], args=args, client=pipeline)
         results = pipeline.execute()
     written = sum(1 for result in results if result)
@@ -296,3 +327,11 @@ def write_users(
         log.info("stale user states skipped users=%d version=%d max_seq=%d",
                  len(user_ids) - written, snapshot.version, max(seqs))
     return written
+
+
+def _check_list_scores(user_ids: Sequence[str], list_idx: np.ndarray, list_scores: np.ndarray) -> None:
+    """Raise ValueError naming the user when a listed item's score is not finite."""
+    bad = (list_idx >= 0) & ~np.isfinite(list_scores)
+    if bad.any():
+        row, column = (int(value) for value in np.argwhere(bad)[0])
+        raise ValueError(f"list_scores: must be finite, got {list_scores[row, column]} for user_id={user_ids[row]}")

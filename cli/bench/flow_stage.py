@@ -29,8 +29,10 @@ DRAIN_TIMEOUT = 300.0
 FRESHNESS_GRACE = 5.0
 
 
-def percentiles_ms(seconds: list[float]) -> dict[str, float]:
-    """Return p50, p95 and p99 of durations in seconds, in milliseconds."""
+def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
+    """Return p50, p95 and p99 of durations in seconds, in milliseconds (None without any)."""
+    if not seconds:
+        return {f"p{q}_ms": None for q in (50, 95, 99)}
     values = np.asarray(seconds) * 1000.0
     return {f"p{q}_ms": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
 
@@ -117,7 +119,8 @@ def time_freshness(
     def listen() -> None:
         while not stop.is_set():
             message = subscriber.get_message(timeout=0.1)
-            if message is None or message["type"] != "pmessage" or message["data"] != b"zadd":
+            # Lists are written by RESTORE, or by ZADD where the server rejects the payloads.
+            if message is None or message["type"] != "pmessage" or message["data"] not in (b"restore", b"zadd"):
                 continue
             user_id = message["channel"][prefix:].decode()
             with lock:

@@ -42,7 +42,7 @@ def redis_server(directory: Path) -> Iterator[str]:
     directory.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(directory), "--notify-keyspace-events", "Kz"],
+         "--dir", str(directory), "--notify-keyspace-events", "Kgz"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -69,10 +69,12 @@ def _wait_for_redis(url: str, process: subprocess.Popen) -> None:
 def start_streamrec(args: list[str], data_dir: Path, redis_url: str, log_path: Path) -> subprocess.Popen:
     """Start `streamrec ARGS` as a child process with its own data directory and Redis."""
     env = {**os.environ, "REDIS_URL": redis_url, "STREAMREC_DATA_DIR": str(data_dir)}
+    # STREAMREC_BENCH_VERBOSE=1 logs every batch and refresh round (DEBUG), for --keep-work.
+    verbose = ["-v"] if os.environ.get("STREAMREC_BENCH_VERBOSE") else []
     # The child keeps its own copy of the file descriptor, so ours can be closed at once.
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *args], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "cli.main", *verbose, *args], env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )
 
 
