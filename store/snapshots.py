@@ -35,6 +35,7 @@ import numpy as np
 
 import als
 from store.errors import SnapshotError, SnapshotNotFoundError
+from store.id_lookup import EncodedIdLookup
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +130,22 @@ class Snapshot(SnapshotData):
     manifest: dict[str, Any]
     _item_index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
     _user_index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _encoded_lookup: EncodedIdLookup | None = field(default=None, init=False, repr=False, compare=False)
 
     def item_index(self, item_id: str) -> int | None:
         """Return the item_idx of an external item id, or None when this version lacks the item."""
         return self._item_ids_to_idx().get(str(item_id))
 
-    def item_indices(self, item_ids: Iterable[str]) -> np.ndarray:
-        """Return the item_idx of each external item id as int64, with -1 for unknown items."""
+    def item_indices(self, item_ids: Iterable[str] | bytes) -> np.ndarray:
+        """Return the item_idx of each external item id as int64, with -1 for unknown items.
+
+        `item_ids` are strings, or bytes joined by store.rating_index.encode_ids, which are looked
+        up without decoding them.
+        """
+        if isinstance(item_ids, bytes):
+            if self._encoded_lookup is None:
+                self._encoded_lookup = EncodedIdLookup(self.item_ids)
+            return self._encoded_lookup.indices(item_ids)
         index = self._item_ids_to_idx()
         return np.array([index.get(str(item_id), -1) for item_id in item_ids], dtype=np.int64)
 

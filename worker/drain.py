@@ -91,7 +91,7 @@ def _refresh_round(
     top_n: int,
 ) -> int:
     started = time.perf_counter()
-    users = {user_id: (user.item_ids, user.ratings) for user_id, user in batch.items()}
+    users = {user_id: (user.item_keys, user.ratings) for user_id, user in batch.items()}
     seqs = [user.seq for user in batch.values()]
     try:
         written = refresh_users(connection, snapshot, users, seqs, top_n)

@@ -133,11 +133,29 @@ return #taken / 2
 
 @dataclass(frozen=True)
 class PendingUser:
-    """A user's complete ratings as the consumer added them, at ingest batch `seq`."""
+    """A user's complete ratings as the consumer added them, at ingest batch `seq`.
+
+    The item ids stay as the consumer encoded them (store.rating_index.encode_ids) in
+    `encoded_ids`, which Snapshot.item_indices reads without decoding. Entries in the JSON form
+    of earlier releases come with `decoded_ids` instead.
+    """
 
     seq: int
-    item_ids: list[str]
     ratings: np.ndarray | list[float]
+    encoded_ids: bytes | None = None
+    decoded_ids: list[str] | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The item ids as strings, in the order of `ratings`."""
+        if self.decoded_ids is not None:
+            return self.decoded_ids
+        return decode_ids(self.encoded_ids or b"")
+
+    @property
+    def item_keys(self) -> bytes | list[str]:
+        """The item ids in the cheapest form Snapshot.item_indices takes."""
+        return self.encoded_ids if self.encoded_ids is not None else self.item_ids
 
 
 class PendingRefreshes:
@@ -257,10 +275,10 @@ def _decode_entries(flat: list[bytes]) -> dict[str, PendingUser]:
         if body[:1] == b"I":
             (count,) = struct.unpack_from("<I", body, 1)
             ratings = np.frombuffer(body, dtype="<f4", count=count, offset=5).astype(np.float32)
-            users[user_id] = PendingUser(seq, decode_ids(body[5 + 4 * count:]), ratings)
+            users[user_id] = PendingUser(seq, ratings, encoded_ids=body[5 + 4 * count:])
         else:
             item_ids, ratings = json.loads(body)
-            users[user_id] = PendingUser(seq, item_ids, ratings)
+            users[user_id] = PendingUser(seq, ratings, decoded_ids=item_ids)
     return users
 
 

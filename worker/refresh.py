@@ -64,14 +64,15 @@ def refold_users(
 def refresh_users(
     connection: redis.Redis,
     snapshot: Snapshot,
-    users: dict[str, tuple[list[str], list[float] | np.ndarray]],
+    users: dict[str, tuple[list[str] | bytes, list[float] | np.ndarray]],
     seq: int | Sequence[int],
     top_n: int,
 ) -> int:
     """Fold in each user's complete ratings and write their factors and top-N list to Redis.
 
     `seq` is the ingest batch the ratings are complete up to, one for all users or one per user
-    in the order of `users`.
+    in the order of `users`. Item ids come as strings, or as bytes joined by
+    store.rating_index.encode_ids (what PendingUser.item_keys gives).
 
     Ratings of items the snapshot does not know yet are left out of the fold-in: such items have
     no factors until the next retrain. Returns the number of users whose state was written (a

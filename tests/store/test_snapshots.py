@@ -84,6 +84,8 @@ def test_id_lookups(tmp_path: Path) -> None:
     assert snapshot.item_index("999") is None
     assert snapshot.item_indices(["60", "999", "10"]).tolist() == [5, -1, 0]
     assert snapshot.item_indices([]).dtype == np.int64
+    # Ids joined by encode_ids, as refresh entries carry them, give the same indices.
+    assert snapshot.item_indices(b"2:603:9992:10").tolist() == [5, -1, 0]
     assert snapshot.user_index("carol") == 2
     assert snapshot.user_index("zoe") is None
 
