@@ -12,7 +12,7 @@ The payload has the layout DUMP gives such a set in the RDB format of Redis 7.0 
 - the RDB version, 2 bytes little-endian;
 - the CRC-64 (Jones polynomial, reflected) of all bytes before it, 8 bytes little-endian.
 
-The listpack holds member, score, member, score, ... in ascending (score, member bytes) order,
+The listpack contains member, score, member, score, ... in ascending (score, member bytes) order,
 the order Redis keeps. Members that read as canonical 64-bit integers take the integer
 encodings, as Redis gives them. Scores are 9-digit decimal strings, which read back as the same
 float32.
@@ -158,6 +158,11 @@ def sorted_set_payloads(
     """
     list_idx = np.ascontiguousarray(list_idx, dtype=np.int64)
     list_scores = np.ascontiguousarray(list_scores, dtype=np.float32)
+    if list_idx.shape != list_scores.shape:
+        raise ValueError(f"list_idx, list_scores: must have one shape, got {list_idx.shape} and {list_scores.shape}")
+    n_items = members.byte_rank.shape[0]
+    if list_idx.size and not (-1 <= list_idx.min() and list_idx.max() < n_items):
+        raise ValueError(f"list_idx: must be -1 or an item index below {n_items}, got {list_idx.min()} to {list_idx.max()}")
     buffer, offsets = _payloads(
         members.data, members.offsets, members.byte_rank, list_idx, list_scores, CRC64_TABLE
     )
@@ -343,7 +348,14 @@ def restore_supported(client: redis.Redis) -> bool:
     try:
         payload = sorted_set_payloads(probe, np.array([[0]]), np.array([[1.5]], dtype=np.float32))[0]
         client.restore(key, 0, payload)
-        supported = client.zrange(key, 0, -1, withscores=True) == [(b"probe", 1.5)]
+        # RESP3 connections reply with lists and decode_responses ones with text.
+        stored = [
+            (member.decode() if isinstance(member, bytes) else member, float(score))
+            for member, score in client.zrange(key, 0, -1, withscores=True)
+        ]
+        supported = stored == [("probe", 1.5)]
+        if not supported:
+            log.warning("sorted sets written with ZADD, a restored probe read back wrong stored=%r", stored)
     except redis.ResponseError as exc:
         log.info("sorted sets written with ZADD, the server rejects RESTORE payloads error=%s", exc)
         supported = False
@@ -351,3 +363,8 @@ def restore_supported(client: redis.Redis) -> bool:
         client.delete(key)
     _restore_support[pool] = supported
     return supported
+
+
+def forget_restore_support(client: redis.Redis) -> None:
+    """Drop what restore_supported() found for the pool of `client`, so it checks again."""
+    _restore_support.pop(client.connection_pool, None)

@@ -25,7 +25,12 @@ import redis
 from redis.client import Pipeline
 
 from store import keys
-from store.list_payload import MemberEntries, restore_supported, sorted_set_payloads
+from store.list_payload import (
+    MemberEntries,
+    forget_restore_support,
+    restore_supported,
+    sorted_set_payloads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,9 @@ SEEN_DTYPE = np.dtype("<i4")
 #   single spaces. Packing the list into two arguments costs Redis and redis-py one argument each
 #   instead of two per item. Scores stay strings, so Redis parses them as Python formatted them;
 # - "2": the list as a DUMP payload (store/list_payload.py), or "" for an empty list.
-# Returns 1 when it wrote, 0 when the stored (version, seq) is newer.
+# Returns 1 when it wrote, 0 when the stored (version, seq) is newer. The list goes first: Redis
+# keeps a script's writes made before a command fails, and a rejected RESTORE must not leave a
+# new state beside the old list.
 _WRITE_USER_STATE_LUA = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'seq')
 local version = tonumber(ARGV[1])
@@ -51,8 +58,6 @@ if stored[1] then
     return 0
   end
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'seq', ARGV[2], 'bias', ARGV[3],
-           'factors', ARGV[4], 'seen', ARGV[5])
 if ARGV[6] == '2' then
   if ARGV[7] == '' then
     redis.call('DEL', KEYS[2])
@@ -75,6 +80,8 @@ elseif ARGV[6] == '1' then
     redis.call('ZADD', KEYS[2], unpack(pairs))
   end
 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'seq', ARGV[2], 'bias', ARGV[3],
+           'factors', ARGV[4], 'seen', ARGV[5])
 return 1
 """
 
@@ -305,7 +312,7 @@ def write_users(
     if len(seqs) != len(user_ids):
         raise ValueError(f"seq: expected one per user ({len(user_ids)}), got {len(seqs)}")
     script = client.register_script(_WRITE_USER_STATE_LUA)
-    _check_list_scores(user_ids, list_idx, list_scores)
+    _check_lists(user_ids, list_idx, list_scores, snapshot.item_ids.shape[0])
     # Lists go as RESTORE payloads where the server takes them, else as packed ids for ZADD.
     members = _member_entries(snapshot.item_ids) if restore_supported(client) else None
     payloads = sorted_set_payloads(members, list_idx, list_scores) if members is not None else None
@@ -321,7 +328,14 @@ def write_users(
                 args.append("".join(_packed_item_ids(snapshot.item_ids)[listed]))
                 args.append(" ".join(map(repr, list_scores[row][: listed.shape[0]].tolist())))
             script(keys=[keys.user_key(user_id), keys.recs_key(user_id)], args=args, client=pipeline)
-        results = pipeline.execute()
+        try:
+            results = pipeline.execute()
+        except redis.ResponseError:
+            if payloads is not None:
+                # The server may have changed under the pool (a failover to one that rejects
+                # RESTORE); the next batch probes it again.
+                forget_restore_support(client)
+            raise
     written = sum(1 for result in results if result)
     if written < len(user_ids):
         log.info("stale user states skipped users=%d version=%d max_seq=%d",
@@ -329,9 +343,27 @@ def write_users(
     return written
 
 
-def _check_list_scores(user_ids: Sequence[str], list_idx: np.ndarray, list_scores: np.ndarray) -> None:
-    """Raise ValueError naming the user when a listed item's score is not finite."""
-    bad = (list_idx >= 0) & ~np.isfinite(list_scores)
-    if bad.any():
-        row, column = (int(value) for value in np.argwhere(bad)[0])
-        raise ValueError(f"list_scores: must be finite, got {list_scores[row, column]} for user_id={user_ids[row]}")
+def _check_lists(user_ids: Sequence[str], list_idx: np.ndarray, list_scores: np.ndarray, n_items: int) -> None:
+    """Raise ValueError naming the user unless each row lists distinct items of the snapshot,
+    padded with -1 only at its end, with finite scores."""
+    if list_idx.shape != list_scores.shape or list_idx.shape[0] != len(user_ids):
+        raise ValueError(
+            f"list_idx, list_scores: must both have shape ({len(user_ids)}, n), "
+            f"got {list_idx.shape} and {list_scores.shape}"
+        )
+    if list_idx.size == 0:
+        return
+    listed = list_idx >= 0
+    problems = [
+        ("item index outside the snapshot", (list_idx >= n_items) | (list_idx < -1)),
+        ("-1 before a listed item", listed[:, 1:] & ~listed[:, :-1]),
+        ("score not finite", listed & ~np.isfinite(list_scores)),
+    ]
+    # Padding gets distinct negative values, so only a repeated item makes equal neighbours.
+    padded = np.where(listed, list_idx, -1 - np.arange(list_idx.shape[1]))
+    ordered = np.sort(padded, axis=1)
+    problems.append(("item listed twice", ordered[:, 1:] == ordered[:, :-1]))
+    for problem, bad in problems:
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"list_idx: {problem} for user_id={user_ids[row]}: {list_idx[row].tolist()[:20]}")

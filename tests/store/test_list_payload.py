@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 import redis
 
+from store import keys, list_payload
 from store.list_payload import MemberEntries, restore_supported, sorted_set_payloads
+from store.snapshots import SnapshotStore
+from store.user_state import write_users
+from tests.store.snapshot_factory import make_snapshot_data
 
 # Ids around every listpack encoding boundary: 7-bit, 13-bit, 16-, 24-, 32- and 64-bit integers,
 # strings that look like integers but are not canonical, and strings of 63, 64 and 4096 bytes.
@@ -117,3 +121,75 @@ def test_restore_supported_real_and_fake(redis_client: redis.Redis) -> None:
     assert not restore_supported(fakeredis.FakeRedis())
     # The probe leaves no key behind.
     assert redis_client.keys("streamrec:probe:*") == []
+
+
+def _write_one(client: redis.Redis, snapshot, row: list[int], scores: list[float], seq: int = 1) -> int:
+    return write_users(
+        client, snapshot, user_ids=["u1"], seq=seq, biases=np.zeros(1, np.float32),
+        factors=np.zeros((1, 2), np.float32), seen=[np.zeros(0, np.int32)],
+        list_idx=np.array([row], np.int64), list_scores=np.array([scores], np.float32),
+    )
+
+
+@pytest.fixture(params=["real", "fake"])
+def any_client(request, redis_url: str):
+    """A real Redis database, where lists go through RESTORE, or fakeredis, where they go through ZADD."""
+    if request.param == "real":
+        return redis.Redis.from_url(redis_url)
+    return fakeredis.FakeRedis()
+
+
+@pytest.mark.parametrize(
+    "row, problem",
+    [
+        ([0, 1, 0], "item listed twice"),
+        ([0, -1, 1], "-1 before a listed item"),
+        ([0, 6, -1], "item index outside the snapshot"),
+        ([0, -2, -1], "item index outside the snapshot"),
+    ],
+)
+def test_write_users_rejects_bad_rows(any_client, tmp_path, row, problem) -> None:
+    snapshot = _published_snapshot(tmp_path)
+    with pytest.raises(ValueError, match=problem):
+        _write_one(any_client, snapshot, row, [3.0, 2.0, 1.0])
+    assert any_client.exists(keys.user_key("u1"), keys.recs_key("u1")) == 0
+
+
+def test_write_users_same_list_both_ways(redis_client: redis.Redis, tmp_path) -> None:
+    snapshot = _published_snapshot(tmp_path)
+    fake = fakeredis.FakeRedis()
+    for client in (redis_client, fake):
+        assert _write_one(client, snapshot, [2, 0, 5, -1], [0.3, 0.3, -1.5, -np.inf]) == 1
+    restored = _as_float32(redis_client.zrevrange(keys.recs_key("u1"), 0, -1, withscores=True))
+    added = _as_float32(fake.zrevrange(keys.recs_key("u1"), 0, -1, withscores=True))
+    assert restored == added
+    assert [member for member, _ in restored] == [b"30", b"10", b"60"]
+
+
+def test_write_users_rejected_restore_writes_nothing(redis_client: redis.Redis, tmp_path, monkeypatch) -> None:
+    snapshot = _published_snapshot(tmp_path)
+    assert _write_one(redis_client, snapshot, [0, 1], [2.0, 1.0], seq=1) == 1
+    before = redis_client.hgetall(keys.user_key("u1"))
+
+    # A payload the server rejects plays the part of a server that no longer takes RESTORE.
+    def corrupted(*args, **kwargs):
+        return [b"\x11not a payload" for _ in range(len(args[1]))]
+
+    monkeypatch.setattr("store.user_state.sorted_set_payloads", corrupted)
+    with pytest.raises(redis.ResponseError):
+        _write_one(redis_client, snapshot, [2, 3], [2.0, 1.0], seq=2)
+    assert redis_client.hgetall(keys.user_key("u1")) == before
+    assert redis_client.zrevrange(keys.recs_key("u1"), 0, -1) == [b"10", b"20"]
+    # The failure makes the next write probe the server again.
+    assert redis_client.connection_pool not in list_payload._restore_support
+
+
+def test_restore_supported_resp3(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, protocol=3)
+    assert restore_supported(client)
+
+
+def _published_snapshot(directory):
+    store = SnapshotStore(directory)
+    store.publish(make_snapshot_data())
+    return store.open()
