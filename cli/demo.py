@@ -37,8 +37,8 @@ def add_parsers(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the whole system on MovieLens ml-latest-small and show what changes",
-        description="Loads the earliest 80%% of ml-latest-small, trains version 1, streams the "
-        "latest 20%% as events, and retrains version 2. Uses REDIS_URL when set (and deletes the "
+        description="Loads the earliest 80% of ml-latest-small, trains version 1, streams the "
+        "latest 20% as events, and retrains version 2. Uses REDIS_URL when set (and deletes the "
         "streamrec keys there first), else an in-process fakeredis. Data goes to DATA_DIR/demo, "
         "which is emptied first.",
     )
