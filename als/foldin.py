@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from als.config import ALSConfig
+from als.kernels import pad_factors
 from als.model import ALSModel
 from als.sparse import check_index_array
 from als.steps import no_prior, solve_side
@@ -74,8 +75,25 @@ def fold_in_many(
         config,
         factors,
         biases,
+        padded=_padded_item_factors(model.item_factors),
     )
     return biases, factors
+
+
+# The padded item factors of the last read-only table folded into: (the table, padded copy).
+# A refresh worker folds many batches into one memory-mapped snapshot, and padding its 87,585
+# items took about 10 ms per call, more than folding in 150 users. Writable tables (training
+# and evaluation) can change in place, so they are padded on every call.
+_padded_cache: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _padded_item_factors(item_factors: np.ndarray) -> np.ndarray:
+    global _padded_cache
+    if item_factors.flags.writeable:
+        return pad_factors(item_factors)
+    if _padded_cache is None or _padded_cache[0] is not item_factors:
+        _padded_cache = (item_factors, pad_factors(item_factors))
+    return _padded_cache[1]
 
 
 def _check_indptr(indptr: np.ndarray) -> np.ndarray:

@@ -154,12 +154,27 @@ def solve_row(
     return squared_error
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def solve_rows(
     indptr, columns, ratings, other_factors, other_bias, global_mean, prior,
     reg_bias, reg_factors, reg_exponent, chunk_bounds, out_factors, out_bias,
 ):
+    """Solve every row as solve_padded_rows does, padding other_factors first."""
+    return solve_padded_rows(
+        indptr, columns, ratings, other_factors, pad_factors(other_factors), other_bias,
+        global_mean, prior, reg_bias, reg_factors, reg_exponent, chunk_bounds, out_factors,
+        out_bias,
+    )
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def solve_padded_rows(
+    indptr, columns, ratings, other_factors, padded, other_bias, global_mean, prior,
+    reg_bias, reg_factors, reg_exponent, chunk_bounds, out_factors, out_bias,
+):
     """Solve every row, in parallel over chunks of consecutive rows.
+
+    padded is pad_factors(other_factors). Fold-in keeps it between calls, because padding a
+    whole item table costs more than folding in a few hundred users.
 
     Rows go through solve_row_fast (float32 sums). With a penalty below TINY_PENALTY, a row with
     at most K + 1 ratings goes through solve_row instead, which sums in float64: its sum of
@@ -172,7 +187,6 @@ def solve_rows(
     """
     n_chunks = chunk_bounds.shape[0] - 1
     K = other_factors.shape[1]
-    padded = pad_factors(other_factors)
     P = padded.shape[1]
     tiny_penalty = min(reg_factors, reg_bias) < TINY_PENALTY
     tile = tile_width(P)

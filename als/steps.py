@@ -22,7 +22,7 @@ import numpy as np
 from als.config import ALSConfig
 from als.errors import SolveError
 from als.genres import ItemGenres, genre_weights, item_prior64, update_genre_factors
-from als.kernels import solve_rows, squared_error_sum
+from als.kernels import pad_factors, solve_padded_rows, squared_error_sum
 from als.model import ALSModel
 from als.sparse import RatingMatrix
 
@@ -172,17 +172,20 @@ def solve_side(
     config: ALSConfig,
     out_factors: np.ndarray,
     out_bias: np.ndarray,
+    padded: np.ndarray | None = None,
 ) -> float:
     """Solve every row of one CSR side in parallel, or raise SolveError naming the first failed row.
 
     Returns the rows' sum of squared errors sum (rating - global_mean - other_bias - out_bias
     - out_factors . other_factors)^2 after the solve, from the sums the solves already built.
+    `padded` is pad_factors(other_factors) when the caller keeps it, else it is built here.
     """
-    failed, squared_errors = solve_rows(
+    failed, squared_errors = solve_padded_rows(
         indptr,
         columns,
         ratings,
         other_factors,
+        pad_factors(other_factors) if padded is None else padded,
         other_bias,
         float(global_mean),
         prior,

@@ -78,6 +78,29 @@ def test_foldin_works_on_read_only_model():
     np.testing.assert_array_equal(factors, expected[1])
 
 
+def test_foldin_follows_changed_item_factors():
+    matrix, genres = random_problem(2)
+    config = als.ALSConfig(factors=3, epochs=2)
+    model = als.train(matrix, genres, config)
+    items, ratings = np.array([0, 2, 5]), np.array([4.0, 2.5, 1.0])
+    first = als.fold_in(items, ratings, model, config)
+
+    # A writable table changed in place, as training does, is padded again.
+    model.item_factors *= 2.0
+    doubled = als.fold_in(items, ratings, model, config)
+    assert not np.allclose(doubled[1], first[1])
+
+    # A read-only table is padded once and kept, and a new read-only table replaces it.
+    frozen = model.item_factors.copy()
+    frozen.flags.writeable = False
+    model.item_factors = frozen
+    np.testing.assert_array_equal(als.fold_in(items, ratings, model, config)[1], doubled[1])
+    restored = (frozen / 2.0).astype(np.float32)
+    restored.flags.writeable = False
+    model.item_factors = restored
+    np.testing.assert_allclose(als.fold_in(items, ratings, model, config)[1], first[1], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("items", "ratings", "message"),
     [
