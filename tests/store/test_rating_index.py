@@ -191,3 +191,34 @@ def test_index_reloaded_after_failed_update(tmp_path: Path, monkeypatch: pytest.
     assert second.written == 1
     assert rows == 1
     assert stars == [2.0]
+
+
+def test_kept_seq_follows_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def stored_seq(db: Database) -> int:
+        return db.connection.execute("SELECT max(seq) FROM ingest_progress").fetchall()[0][0]
+
+    with Database(tmp_path / "streamrec.duckdb", keep_index=True) as db:
+        one = np.array([4.0], np.float32), np.array([1])
+        assert db.apply_rating_columns(["a"], ["1"], *one).seq == 1
+        assert db.current_seq() == stored_seq(db) == 1
+
+        # A batch that fails inside its transaction leaves the seq where it was.
+        def disk_full(*args):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(store.database, "write_batch", disk_full)
+        with pytest.raises(OSError):
+            db.apply_rating_columns(["a"], ["2"], *one)
+        monkeypatch.undo()
+        assert db.current_seq() == stored_seq(db) == 1
+
+        # Batches inside a caller's transaction that rolls back leave no seq behind.
+        with pytest.raises(RuntimeError):
+            with db.transaction():
+                assert db.apply_rating_columns(["b"], ["1"], *one).seq == 2
+                assert db.apply_rating_columns(["b"], ["2"], *one).seq == 3
+                raise RuntimeError("caller gives up")
+        assert db.current_seq() == stored_seq(db) == 1
+        assert db.apply_rating_columns(["c"], ["1"], *one).seq == 2
+    with Database(tmp_path / "streamrec.duckdb", read_only=True) as db:
+        assert db.current_seq() == 2
