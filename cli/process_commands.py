@@ -11,6 +11,7 @@ from cli.connect import connect_redis
 from ingest.consumer import IngestConsumer
 from store.database import Database
 from store.settings import Settings
+from worker.pending import warm_up as warm_up_entries
 from worker.queues import RefreshEnqueuer
 from worker.runner import run_worker
 
@@ -41,6 +42,7 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
+    log.info("refresh entry kernel ready seconds=%.1f", warm_up_entries())
     with Database(settings.database_path, keep_index=True) as database:
         consumer = IngestConsumer(
             settings, connection, database, RefreshEnqueuer(connection), consumer_name=args.consumer

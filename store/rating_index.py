@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 MERGE_SHARE = 0.05
 MERGE_MIN = 200_000
 
+# Maximum extras of one row that are inserted one by one into its sorted CSR part. A row with
+# more is sorted whole, because each insertion shifts the items after it.
+INSERT_EXTRAS_MAX = 32
+
 # Location code of a pair without a rating. decide() gives other pairs as an index into the
 # CSR arrays, or as -2 - e for extra pair e.
 NOT_STORED = -1
@@ -154,18 +158,28 @@ def _gather(users, offsets, indptr, items, stars, times, head, next_extra,
         extra = head[user]
         if extra < 0:
             continue
+        row_start = offsets[k]
+        few_extras = offsets[k + 1] - position <= INSERT_EXTRAS_MAX
         while extra >= 0:
-            out_items[position] = extra_items[extra]
-            out_stars[position] = extra_stars[extra]
-            out_times[position] = extra_times[extra]
+            item = extra_items[extra]
+            slot = position
+            # The row so far is sorted when extras are inserted one by one into place.
+            while few_extras and slot > row_start and out_items[slot - 1] > item:
+                out_items[slot] = out_items[slot - 1]
+                out_stars[slot] = out_stars[slot - 1]
+                out_times[slot] = out_times[slot - 1]
+                slot -= 1
+            out_items[slot] = item
+            out_stars[slot] = extra_stars[extra]
+            out_times[slot] = extra_times[extra]
             position += 1
             extra = next_extra[extra]
-        # Extras arrive unsorted: sort the whole row by item.
-        row = slice(offsets[k], offsets[k + 1])
-        order = np.argsort(out_items[row], kind="mergesort")
-        out_items[row] = out_items[row][order]
-        out_stars[row] = out_stars[row][order]
-        out_times[row] = out_times[row][order]
+        if not few_extras:
+            row = slice(row_start, offsets[k + 1])
+            order = np.argsort(out_items[row], kind="mergesort")
+            out_items[row] = out_items[row][order]
+            out_stars[row] = out_stars[row][order]
+            out_times[row] = out_times[row][order]
     return out_items, out_stars, out_times
 
 

@@ -222,3 +222,25 @@ def test_kept_seq_follows_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert db.apply_rating_columns(["c"], ["1"], *one).seq == 2
     with Database(tmp_path / "streamrec.duckdb", read_only=True) as db:
         assert db.current_seq() == 2
+
+
+@pytest.mark.parametrize("new_items", [5, 200])
+def test_user_rows_sorted_with_extras(tmp_path: Path, new_items: int):
+    # Up to INSERT_EXTRAS_MAX extras are inserted into the sorted row, more sort the row whole.
+    rng = np.random.default_rng(new_items)
+    expected: dict[str, float] = {}
+    with Database(tmp_path / "streamrec.duckdb", keep_index=True) as db:
+        items = [f"i{k:04d}" for k in rng.permutation(300)]
+        stars = rng.integers(1, 11, 300).astype(np.float32) / 2
+        db.apply_rating_columns(["a"] * 100, items[:100], stars[:100], np.ones(100, np.int64))
+    with Database(tmp_path / "streamrec.duckdb", keep_index=True) as db:
+        # Reopened, the first 100 ratings are the CSR part and the next ones are extras.
+        stop = 100 + new_items
+        db.apply_rating_columns(["a"] * new_items, items[100:stop], stars[100:stop],
+                                np.full(new_items, 2, np.int64))
+        expected = {item: float(star) for item, star in zip(items[:stop], stars[:stop])}
+        item_ids, ratings = db.user_ratings(["a"])["a"]
+        item_idx = db.user_rows(["a"]).item_idx
+
+    assert np.all(np.diff(item_idx) > 0)
+    assert dict(zip(item_ids.tolist(), ratings.tolist())) == expected

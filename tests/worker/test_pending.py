@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import struct
 import time
 
 import numpy as np
 import pytest
 
 from store import keys
+from store.rating_index import encode_ids
 from store.user_rows import UserRows
+from worker import pending as pending_module
 from worker.pending import PendingRefreshes
 
 pytestmark = pytest.mark.redis
@@ -214,3 +217,22 @@ def test_pending_check_enqueues_job_after_lost_one(redis_client):
     assert check.check()
     assert refresh_queue(redis_client).count == 1
     assert not check.check()
+
+
+def test_binary_bodies_layout() -> None:
+    # Each body is "I", the count as uint32, the stars as float32, then the ids as encode_ids has them.
+    rng = np.random.default_rng(0)
+    ids = np.array([f"item{k}" for k in range(500)] + ["δ", "a:b", ""])
+    counts = rng.integers(0, 30, 50)
+    offsets = np.zeros(51, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    idx = np.concatenate([np.sort(rng.choice(len(ids), c, replace=False)) for c in counts]).astype(np.int32)
+    stars = (rng.integers(1, 11, idx.shape[0]) / 2).astype(np.float32)
+    rows = UserRows([f"u{k}" for k in range(50)], offsets, idx, stars, ids)
+    encoded = encode_ids(ids.tolist())
+
+    for row, body in enumerate(pending_module._binary_bodies(rows)):
+        start, stop = offsets[row], offsets[row + 1]
+        expected = b"".join([b"I", struct.pack("<I", stop - start), stars[start:stop].astype("<f4").tobytes(),
+                             *encoded[idx[start:stop]]])
+        assert body == expected
