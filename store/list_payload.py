@@ -186,6 +186,18 @@ def _scaled_digits(value, exponent):
 
 
 @njit(cache=True, nogil=True)
+def _write_digits(text, length, value):
+    """Write the decimal digits of a positive integer at text[length:] and return the new length."""
+    start = length
+    while value > 0:
+        text[length] = 48 + value % 10
+        value //= 10
+        length += 1
+    text[start:length] = text[start:length][::-1].copy()
+    return length
+
+
+@njit(cache=True, nogil=True)
 def _write_score_entry(out, position, score):
     """Write a finite score as a listpack string entry "<9 digits>e<exponent>" and return its end.
 
@@ -215,12 +227,7 @@ def _write_score_entry(out, position, score):
         while digits % 10 == 0:
             digits //= 10
             exponent += 1
-        start = length
-        while digits > 0:
-            text[length] = 48 + digits % 10
-            digits //= 10
-            length += 1
-        text[start:length] = text[start:length][::-1].copy()
+        length = _write_digits(text, length, digits)
         if exponent != 0:
             text[length] = 101  # "e"
             length += 1
@@ -228,12 +235,7 @@ def _write_score_entry(out, position, score):
                 text[length] = 45
                 length += 1
                 exponent = -exponent
-            start = length
-            while exponent > 0:
-                text[length] = 48 + exponent % 10
-                exponent //= 10
-                length += 1
-            text[start:length] = text[start:length][::-1].copy()
+            length = _write_digits(text, length, exponent)
     out[position] = 0x80 | length
     out[position + 1:position + 1 + length] = text[:length]
     out[position + 1 + length] = length + 1
