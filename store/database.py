@@ -272,14 +272,17 @@ class Database:
         timestamps: np.ndarray, *, stream: str, last_stream_id: str | None,
     ) -> AppliedBatch:
         assert self._index is not None
-        outermost = self._transaction_depth == 0
+        if self._transaction_depth:
+            # The index takes the batch once it commits, and a caller's rollback could not undo that.
+            raise ValueError(
+                "apply_rating_columns: with the rating index kept, call it outside transaction()"
+            )
         with self.transaction():
             seq = self.current_seq() + 1
             write = write_batch(self._con, self._index, user_ids, item_ids, ratings, timestamps, seq)
             self._record_progress(stream, last_stream_id, seq)
-        # Committed when outermost, and this process owns the file, so nobody else moves the
-        # seq. Inside a caller's transaction the batch may still roll back: query again later.
-        self._committed_seq = seq if outermost else None
+        # Committed, and this process owns the file, so no other writer moves the seq.
+        self._committed_seq = seq
         try:
             write.commit(self._index)
         except Exception:

@@ -81,6 +81,9 @@ def _lookup_encoded(table, data, offsets, encoded):
             length = length * 10 + digit
             digits += 1
             position += 1
+            # A length past the end is malformed, and checking now keeps it from overflowing.
+            if length > end - position:
+                return out[:0], False
         if digits == 0 or position >= end or position + 1 + length > end:
             return out[:0], False
         start = position + 1

@@ -38,7 +38,9 @@ def test_lookup_empty_input() -> None:
     assert lookup.indices(b"").tolist() == []
 
 
-@pytest.mark.parametrize("encoded", [b"3:ab", b"x:1", b"12", b":1", b"2:ab3:"])
+@pytest.mark.parametrize(
+    "encoded", [b"3:ab", b"x:1", b"12", b":1", b"2:ab3:", b"18446744073709551595:", b"99999999999:1"]
+)
 def test_lookup_rejects_malformed(encoded: bytes) -> None:
     lookup = EncodedIdLookup(np.array(IDS))
     with pytest.raises(ValueError, match="encoded ids"):
