@@ -198,8 +198,8 @@ def test_kept_seq_follows_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         return db.connection.execute("SELECT max(seq) FROM ingest_progress").fetchall()[0][0]
 
     with Database(tmp_path / "streamrec.duckdb", keep_index=True) as db:
-        one = np.array([4.0], np.float32), np.array([1])
-        assert db.apply_rating_columns(["a"], ["1"], *one).seq == 1
+        four_stars_at_1 = np.array([4.0], np.float32), np.array([1])
+        assert db.apply_rating_columns(["a"], ["1"], *four_stars_at_1).seq == 1
         assert db.current_seq() == stored_seq(db) == 1
 
         # A batch that fails inside its transaction leaves the seq where it was.
@@ -208,17 +208,17 @@ def test_kept_seq_follows_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
         monkeypatch.setattr(store.database, "write_batch", disk_full)
         with pytest.raises(OSError):
-            db.apply_rating_columns(["a"], ["2"], *one)
+            db.apply_rating_columns(["a"], ["2"], *four_stars_at_1)
         monkeypatch.undo()
         assert db.current_seq() == stored_seq(db) == 1
 
         # Inside a caller's transaction a rollback could not undo the index, so it is rejected.
         with pytest.raises(ValueError, match="outside transaction"):
             with db.transaction():
-                db.apply_rating_columns(["b"], ["1"], *one)
+                db.apply_rating_columns(["b"], ["1"], *four_stars_at_1)
         assert db.current_seq() == stored_seq(db) == 1
         assert "b" not in db.user_ratings(["b"])
-        assert db.apply_rating_columns(["c"], ["1"], *one).seq == 2
+        assert db.apply_rating_columns(["c"], ["1"], *four_stars_at_1).seq == 2
     with Database(tmp_path / "streamrec.duckdb", read_only=True) as db:
         assert db.current_seq() == 2
 
