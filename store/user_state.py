@@ -316,6 +316,7 @@ def write_users(
     # Lists go as RESTORE payloads where the server takes them, else as packed ids for ZADD.
     members = _member_entries(snapshot.item_ids) if restore_supported(client) else None
     payloads = sorted_set_payloads(members, list_idx, list_scores) if members is not None else None
+    packed_ids = _packed_item_ids(snapshot.item_ids) if payloads is None else None
     with client.pipeline(transaction=False) as pipeline:
         for row, user_id in enumerate(user_ids):
             args = _state_args(snapshot.version, seqs[row], float(biases[row]), factors[row], seen[row])
@@ -325,7 +326,7 @@ def write_users(
                 listed = list_idx[row]
                 listed = listed[listed >= 0]
                 args.append("1")
-                args.append("".join(_packed_item_ids(snapshot.item_ids)[listed]))
+                args.append("".join(packed_ids[listed]))
                 args.append(" ".join(map(repr, list_scores[row][: listed.shape[0]].tolist())))
             script(keys=[keys.user_key(user_id), keys.recs_key(user_id)], args=args, client=pipeline)
         try:
