@@ -63,8 +63,14 @@ ARRAY_DTYPES: dict[str, str] = {
     "item_rating_count": "int32",
 }
 
+# Arrays a version may lack, with their dtypes. Versions published by earlier releases have no
+# seen_ratings, so refreshes against them need every user's complete ratings.
+OPTIONAL_ARRAY_DTYPES: dict[str, str] = {
+    "seen_ratings": "float32",
+}
+
 # Arrays that must hold only finite values before a version may be published.
-FINITE_ARRAYS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors")
+FINITE_ARRAYS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors", "seen_ratings")
 
 
 @dataclass(kw_only=True)
@@ -73,7 +79,8 @@ class SnapshotData:
 
     Users and items are rows in dense index order (user_idx, item_idx). `item_genres_*` is a CSR
     matrix item -> genre index, and `seen_*` a CSR matrix user -> item_idx of the ratings the model
-    was trained on, each row sorted ascending.
+    was trained on, each row sorted ascending. `seen_ratings`, when present, gives those ratings'
+    stars in the same order.
     """
 
     user_factors: np.ndarray
@@ -90,6 +97,7 @@ class SnapshotData:
     seen_indptr: np.ndarray
     seen_indices: np.ndarray
     item_rating_count: np.ndarray
+    seen_ratings: np.ndarray | None = None
 
     global_mean: float
     rating_min: float
@@ -216,6 +224,10 @@ class SnapshotStore:
             if entry is None:
                 raise SnapshotError(f"{manifest_path}: array {name!r} is missing from the manifest")
             arrays[name] = _load_array(path, entry, verify)
+        for name in OPTIONAL_ARRAY_DTYPES:
+            entry = manifest["arrays"].get(name)
+            if entry is not None:
+                arrays[name] = _load_array(path, entry, verify)
 
         return Snapshot(
             **arrays,
@@ -403,9 +415,14 @@ class SnapshotStore:
 def _validated_arrays(data: SnapshotData) -> dict[str, np.ndarray]:
     """Convert every array to its canonical dtype and check shapes, index ranges and finiteness."""
     arrays = {name: _as_dtype(name, getattr(data, name), dtype) for name, dtype in ARRAY_DTYPES.items()}
+    for name, dtype in OPTIONAL_ARRAY_DTYPES.items():
+        if getattr(data, name) is not None:
+            arrays[name] = _as_dtype(name, getattr(data, name), dtype)
     if not np.isfinite(data.global_mean):
         raise SnapshotError(f"global_mean: must be finite, got {data.global_mean}")
     for name in FINITE_ARRAYS:
+        if name not in arrays:
+            continue
         finite = np.isfinite(arrays[name])
         if not finite.all():
             first = tuple(int(i) for i in np.argwhere(~finite)[0])
@@ -439,6 +456,11 @@ def _validated_arrays(data: SnapshotData) -> dict[str, np.ndarray]:
 
     _check_csr(arrays, "item_genres", n_columns=n_genres, sorted_rows=False)
     _check_csr(arrays, "seen", n_columns=n_items, sorted_rows=True)
+    if "seen_ratings" in arrays and arrays["seen_ratings"].shape != arrays["seen_indices"].shape:
+        raise SnapshotError(
+            f"seen_ratings: expected shape {arrays['seen_indices'].shape} like seen_indices, "
+            f"got {arrays['seen_ratings'].shape}"
+        )
     return arrays
 
 

@@ -93,6 +93,7 @@ def snapshot_data(
         genre_names=data.genre_names,
         item_genres_indptr=data.item_genres_indptr, item_genres_indices=data.item_genres_indices,
         seen_indptr=seen_indptr, seen_indices=data.item_idx.astype(np.int32),
+        seen_ratings=data.rating.astype(np.float32, copy=False),
         item_rating_count=np.bincount(data.item_idx, minlength=data.n_items).astype(np.int32),
         global_mean=float(model.global_mean),
         rating_min=settings.rating_min, rating_max=settings.rating_max,

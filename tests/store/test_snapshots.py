@@ -328,3 +328,40 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path: Path) -> None:
     assert results[1] == sorted(results[1])
     assert SnapshotStore(tmp_path).versions() == list(range(1, 9))
     assert SnapshotStore(tmp_path).current_version() == 8
+
+
+def test_training_ratings_round_trip(tmp_path: Path):
+    stars = np.arange(9, dtype=np.float64) / 2
+    store = SnapshotStore(tmp_path)
+    version = store.publish(make_snapshot_data(seen_ratings=stars))
+
+    snapshot = store.open(version, verify=True)
+
+    assert snapshot.seen_ratings.dtype == np.float32
+    assert snapshot.seen_ratings.tolist() == stars.tolist()
+    assert "seen_ratings" in store.manifest(version)["arrays"]
+
+
+def test_training_ratings_optional(tmp_path: Path):
+    store = SnapshotStore(tmp_path)
+    version = store.publish(make_snapshot_data())
+
+    assert store.open(version).seen_ratings is None
+    assert "seen_ratings" not in store.manifest(version)["arrays"]
+
+
+def test_training_ratings_rejected_when_misaligned(tmp_path: Path):
+    with pytest.raises(SnapshotError, match=r"seen_ratings: expected shape \(9,\)"):
+        SnapshotStore(tmp_path).publish(make_snapshot_data(seen_ratings=np.ones(8, np.float32)))
+    with pytest.raises(SnapshotError, match="seen_ratings: must be finite"):
+        SnapshotStore(tmp_path).publish(make_snapshot_data(seen_ratings=np.full(9, np.nan, np.float32)))
+    assert SnapshotStore(tmp_path).versions() == []
+
+
+def test_restore_keeps_training_ratings(tmp_path: Path):
+    store = SnapshotStore(tmp_path)
+    first = store.publish(make_snapshot_data(seen_ratings=np.ones(9, np.float32)))
+
+    restored = store.restore(first)
+
+    assert store.open(restored).seen_ratings.tolist() == [1.0] * 9
