@@ -131,10 +131,12 @@ class Database:
             users = self._con.execute("SELECT user_id FROM users ORDER BY user_idx").fetchnumpy()["user_id"]
             items = self._con.execute("SELECT item_id FROM items ORDER BY item_idx").fetchnumpy()["item_id"]
             # Unordered: the index groups the rows itself, in linear time.
-            rows = self._con.execute("SELECT user_idx, item_idx, rating, timestamp FROM ratings").fetchnumpy()
+            rows = self._con.execute(
+                "SELECT user_idx, item_idx, rating, timestamp, updated_seq FROM ratings"
+            ).fetchnumpy()
         index = RatingIndex.from_columns(
             [str(user_id) for user_id in users], [str(item_id) for item_id in items],
-            rows["user_idx"], rows["item_idx"], rows["rating"], rows["timestamp"],
+            rows["user_idx"], rows["item_idx"], rows["rating"], rows["timestamp"], rows["updated_seq"],
         )
         log.info("rating index loaded ratings=%d users=%d items=%d seconds=%.1f",
                  index.n_ratings, index.n_users, index.n_items, time.perf_counter() - started)
@@ -507,12 +509,17 @@ class Database:
         """
         return dict(self.user_rows(user_ids).items())
 
-    def user_rows(self, user_ids: Sequence[str]) -> UserRows:
+    def user_rows(self, user_ids: Sequence[str], since_seq: int | None = None) -> UserRows:
         """Return the complete current ratings of the named users who have any, in order of
-        first mention. With the rating index kept, this needs no query."""
+        first mention. With the rating index kept, this needs no query.
+
+        With `since_seq`, rows hold only the ratings written by a batch numbered above it, and
+        users without such a rating are left out.
+        """
         requested = list(dict.fromkeys(str(user_id) for user_id in user_ids))
         if self._index is not None:
-            return self._indexed_user_rows(requested)
+            return self._indexed_user_rows(requested, since_seq)
+        newer = "" if since_seq is None else f"WHERE r.updated_seq > {int(since_seq)}"
         self._con.register("requested_users", {"user_id": np.array(requested, dtype=object)})
         try:
             columns = self._con.execute(
@@ -523,6 +530,7 @@ class Database:
                       GROUP BY user_id) w
                 JOIN users u ON u.user_id = w.user_id
                 JOIN {current_ratings_sql(self._con)} r ON r.user_idx = u.user_idx
+                {newer}
                 ORDER BY w.pos, r.item_idx
                 """
             ).fetchnumpy()
@@ -538,20 +546,24 @@ class Database:
             np.asarray(columns["item_idx"], dtype=np.int32),
             np.asarray(columns["rating"], dtype=np.float32),
             unicode_array(item_ids),
+            since_seq=since_seq,
         )
 
-    def _indexed_user_rows(self, requested: list[str]) -> UserRows:
+    def _indexed_user_rows(self, requested: list[str], since_seq: int | None) -> UserRows:
         assert self._index is not None
         indices, _ = self._index.user_indices(requested)
         known = indices < self._index.n_users
-        offsets, items, stars = self._index.user_rows(indices[known])
+        if since_seq is None:
+            offsets, items, stars = self._index.user_rows(indices[known])
+        else:
+            offsets, items, stars = self._index.user_rows_since(indices[known], since_seq)
         rated = np.diff(offsets) > 0
         names = [user_id for user_id, keep in zip(requested, known.tolist()) if keep]
         if not rated.all():
             names = [user_id for user_id, keep in zip(names, rated.tolist()) if keep]
             offsets = np.r_[0, offsets[1:][rated]]
         return UserRows(names, offsets, items, stars, self._index.item_id_array(),
-                        self._index.encoded_item_ids())
+                        self._index.encoded_item_ids(), since_seq=since_seq)
 
     def users_updated_since(self, seq: int) -> list[str]:
         """Return the users with a rating written by a batch numbered above `seq`, by user_idx."""

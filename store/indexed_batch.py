@@ -82,7 +82,7 @@ def write_batch(
 
     return BatchWrite(
         touched=touched, new_users=new_users, new_items=new_items, where=where[wins],
-        users=users[wins], items=items[wins], stars=stars[wins], times=times[wins],
+        users=users[wins], items=items[wins], stars=stars[wins], times=times[wins], seq=seq,
     )
 
 
@@ -98,6 +98,7 @@ class BatchWrite:
     items: np.ndarray
     stars: np.ndarray
     times: np.ndarray
+    seq: int  # the batch, which the index records as each written rating's seq
 
     @property
     def written(self) -> int:
@@ -110,7 +111,7 @@ class BatchWrite:
 
     def commit(self, index: RatingIndex) -> None:
         index.add_ids(self.new_users, self.new_items)
-        index.store(self.where, self.users, self.items, self.stars, self.times)
+        index.store(self.where, self.users, self.items, self.stars, self.times, self.seq)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict, select: str) -> None:

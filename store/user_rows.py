@@ -1,4 +1,4 @@
-"""Several users' complete ratings as one CSR block, the form in which refreshes are handed on."""
+"""Several users' ratings as one CSR block, the form in which refreshes are handed on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import numpy as np
 
 
 class UserRows(Mapping):
-    """Users' complete ratings: row r contains user_ids[r]'s item_idx (ascending) and stars.
+    """Users' ratings: row r contains user_ids[r]'s item_idx and stars.
+
+    With `since_seq` None a row contains the user's complete ratings, by ascending item_idx.
+    Otherwise it contains only the ratings written by a batch numbered above `since_seq`, in no
+    particular order: what a refresh adds to a snapshot whose watermark is `since_seq`.
 
     As a mapping, `rows[user_id]` gives (item ids, float32 stars), the form Database.user_ratings
     returns. Code that can work with dense item indices reads `offsets`, `item_idx` and
@@ -23,16 +27,18 @@ class UserRows(Mapping):
         ratings: np.ndarray,
         item_ids: np.ndarray,
         encoded_item_ids: np.ndarray | None = None,
+        since_seq: int | None = None,
     ) -> None:
         if offsets.shape[0] != len(user_ids) + 1:
             raise ValueError(f"offsets: need {len(user_ids) + 1} entries, got {offsets.shape[0]}")
         self.user_ids = user_ids
         self.offsets = offsets  # int64 (users + 1,)
-        self.item_idx = item_idx  # int32, ascending within each row
+        self.item_idx = item_idx  # int32
         self.ratings = ratings  # float32
         self.item_ids = item_ids  # every item id, indexed by item_idx
         # The same ids encoded by store.rating_index.encode_ids, when the caller has them.
         self.encoded_item_ids = encoded_item_ids
+        self.since_seq = since_seq
         self._row_of = {user_id: row for row, user_id in enumerate(user_ids)}
 
     def row(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:

@@ -243,3 +243,36 @@ def test_user_rows_sorted_with_extras(tmp_path: Path, new_items: int):
 
     assert np.all(np.diff(item_idx) > 0)
     assert dict(zip(item_ids.tolist(), ratings.tolist())) == expected
+
+
+def rows_by_user(rows) -> dict[str, list[tuple[str, float]]]:
+    """UserRows as {user: sorted (item id, stars)}, for rows that may not be sorted by item."""
+    return {user_id: sorted(zip(rows[user_id][0].tolist(), rows[user_id][1].tolist())) for user_id in rows}
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_rows_since_match_sql(tmp_path: Path, seed: int, small_thresholds):
+    batches = list(random_batches(seed, n_batches=12, size=40))
+    users = [f"u{k}" for k in range(30)]
+    since_values = (0, 3, 6, 7, 11, 12)
+    with Database(tmp_path / "sql.duckdb") as sql_db:
+        apply_all(sql_db, batches)
+        expected = {since: rows_by_user(sql_db.user_rows(users, since_seq=since)) for since in since_values}
+    # The indexed database is reopened halfway, so the seqs of its CSR part come from the table.
+    path = tmp_path / "indexed.duckdb"
+    with Database(path, keep_index=True) as db:
+        apply_all(db, batches[:6])
+    with Database(path, keep_index=True) as db:
+        for number, (user_ids, item_ids, stars, times) in enumerate(batches[6:], start=7):
+            db.apply_rating_columns(user_ids, item_ids, stars, times, last_stream_id=f"{number}-0")
+        got = {since: rows_by_user(db.user_rows(users, since_seq=since)) for since in since_values}
+        rows = db.user_rows(users, since_seq=7)
+        complete = rows_by_user(db.user_rows(users))
+
+    assert rows.since_seq == 7
+    # Every rating came from a batch, numbered from 1.
+    assert got[0] == complete
+    for since in since_values:
+        assert got[since] == expected[since], since
+    assert got[12] == {}
+    assert 0 < len(got[11]) < len(got[0])
