@@ -31,6 +31,7 @@ from ingest.entries import EntryFields, EventColumns, validate_entries
 from ingest.events import stream_id_key
 from ingest.packed import send_packed
 from ingest.ownership import StreamOwnership
+from ingest.refresh_rows import RefreshRows
 from ingest.requests import EnqueueRefresh, restart_requests, serve_requests
 from store.database import AppliedBatch, Database
 from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
@@ -69,6 +70,10 @@ class IngestConsumer:
         self.connection = connection
         self.database = database
         self.enqueue_refresh = enqueue_refresh
+        # Only the pending refreshes take entries relative to a snapshot (RefreshEnqueuer).
+        self._refresh_rows = RefreshRows(
+            database, settings.snapshots_dir, deltas=getattr(enqueue_refresh, "accepts_deltas", False)
+        )
         self.consumer_name = consumer_name
         self.stream = stream
         self.group = group
@@ -126,7 +131,8 @@ class IngestConsumer:
         self._ownership.renew()
         self._ensure_group()
         serve_requests(
-            self.connection, self.database, self.settings.exports_dir, self.enqueue_refresh
+            self.connection, self.database, self.settings.exports_dir, self.enqueue_refresh,
+            rows=self._refresh_rows,
         )
 
         # A batch allocates a few objects per entry and frees them all at its end, none of them
@@ -321,7 +327,7 @@ class IngestConsumer:
     def _enqueue_refresh(self, user_ids: list[str], seq: int) -> None:
         if not user_ids:
             return
-        user_ratings = self.database.user_rows(user_ids)
+        user_ratings = self._refresh_rows(user_ids)
         try:
             self.enqueue_refresh(user_ratings, seq)
         except (redis.ConnectionError, redis.TimeoutError):

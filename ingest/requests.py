@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ import redis
 from store.database import Database
 from store.exports import EXPORT, REFOLD_SINCE, send_export_reply
 from store.keys import EXPORT_REQUESTS, EXPORT_REQUESTS_SERVING
+from store.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,10 @@ log = logging.getLogger(__name__)
 # retrain. Refresh jobs take pending users in rounds of their own size.
 REFOLD_CHUNK = 500
 
-# Takes each user's complete ratings, a mapping user_id -> (item ids, stars) such as UserRows.
+# Takes each user's ratings, a mapping user_id -> (item ids, stars) such as UserRows.
 EnqueueRefresh = Callable[[Mapping[str, tuple[np.ndarray, np.ndarray]], int], object]
+# Reads the named users' ratings for their refresh entries (Database.user_rows, or RefreshRows).
+ReadRows = Callable[[Sequence[str]], UserRows]
 
 
 def serve_requests(
@@ -30,13 +33,16 @@ def serve_requests(
     exports_dir: Path,
     enqueue_refresh: EnqueueRefresh,
     max_requests: int = 10,
+    rows: ReadRows | None = None,
 ) -> int:
     """Take and serve up to `max_requests` pending requests without blocking; return how many.
 
     A request moves to a serving list while it is served and leaves it when done, so a consumer
     killed midway serves it again after restart_requests. A malformed request is logged and
-    dropped. A failed export gets a reply carrying its error.
+    dropped. A failed export gets a reply carrying its error. A refold reads each user's ratings
+    with `rows`, by default their complete ratings.
     """
+    rows = rows or database.user_rows
     served = 0
     while served < max_requests:
         raw = connection.lmove(EXPORT_REQUESTS, EXPORT_REQUESTS_SERVING, "LEFT", "RIGHT")
@@ -44,7 +50,7 @@ def serve_requests(
             break
         served += 1
         try:
-            _serve_one(connection, database, exports_dir, enqueue_refresh, raw)
+            _serve_one(connection, database, exports_dir, enqueue_refresh, rows, raw)
         finally:
             connection.lrem(EXPORT_REQUESTS_SERVING, 1, raw)
     return served
@@ -64,7 +70,8 @@ def restart_requests(connection: redis.Redis) -> int:
 
 
 def _serve_one(
-    connection: redis.Redis, database: Database, exports_dir: Path, enqueue_refresh: EnqueueRefresh, raw
+    connection: redis.Redis, database: Database, exports_dir: Path, enqueue_refresh: EnqueueRefresh,
+    rows: ReadRows, raw,
 ) -> None:
     """Serve one request taken from the queue; a malformed one is logged and dropped."""
     try:
@@ -77,7 +84,7 @@ def _serve_one(
     if kind == EXPORT and isinstance(request.get("reply_to"), str):
         serve_export(connection, database, exports_dir, request["reply_to"])
     elif kind == REFOLD_SINCE and isinstance(request.get("seq"), int):
-        serve_refold(database, enqueue_refresh, request["seq"])
+        serve_refold(database, enqueue_refresh, request["seq"], rows)
     else:
         log.warning("request dropped reason=unknown kind or missing field request=%.200r", raw)
 
@@ -96,12 +103,18 @@ def serve_export(
     send_export_reply(connection, reply_to, {"path": str(path.resolve()), "watermark": watermark})
 
 
-def serve_refold(database: Database, enqueue_refresh: EnqueueRefresh, since_seq: int) -> int:
-    """Enqueue refresh jobs, in chunks, for users updated after batch `since_seq`; return the count."""
+def serve_refold(
+    database: Database, enqueue_refresh: EnqueueRefresh, since_seq: int, rows: ReadRows | None = None
+) -> int:
+    """Enqueue refresh jobs, in chunks, for users updated after batch `since_seq`; return the count.
+
+    `rows` reads each chunk's ratings, by default their complete ratings.
+    """
+    rows = rows or database.user_rows
     user_ids = database.users_updated_since(since_seq)
     seq = database.current_seq()
     for start in range(0, len(user_ids), REFOLD_CHUNK):
         chunk = user_ids[start : start + REFOLD_CHUNK]
-        enqueue_refresh(database.user_rows(chunk), seq)
+        enqueue_refresh(rows(chunk), seq)
     log.info("refold enqueued since_seq=%d users=%d seq=%d", since_seq, len(user_ids), seq)
     return len(user_ids)

@@ -46,7 +46,7 @@ def refresh_pending_job() -> dict[str, Any]:
         log.warning("refresh waits for a snapshot job=%s pending=%d", job.id, pending.count())
         return {"rounds": 0, "users": 0, "written": 0}
 
-    rounds = users = written = 0
+    rounds = users = written = skipped = 0
     batch = pending.taken_users(job.id)
     wait_ms = 0
     while True:
@@ -54,6 +54,8 @@ def refresh_pending_job() -> dict[str, Any]:
             batch, wait_ms = pending.take_due(job.id, ROUND_USERS)
         if batch:
             snapshot = current_snapshot(settings.snapshots_dir)
+            batch, passed_over = split_by_snapshot(batch, snapshot)
+            skipped += passed_over
             written += _refresh_round(connection, pending, job.id, snapshot, batch, settings.top_n)
             rounds += 1
             users += len(batch)
@@ -76,10 +78,47 @@ def refresh_pending_job() -> dict[str, Any]:
 
     seconds = time.perf_counter() - started
     log.info(
-        "refresh finished job=%s rounds=%d users=%d written=%d version=%d seconds=%.3f",
-        job.id, rounds, users, written, snapshot.version, seconds,
+        "refresh finished job=%s rounds=%d users=%d written=%d skipped=%d version=%d seconds=%.3f",
+        job.id, rounds, users, written, skipped, snapshot.version, seconds,
     )
-    return {"rounds": rounds, "users": users, "written": written, "version": snapshot.version}
+    return {
+        "rounds": rounds, "users": users, "written": written, "skipped": skipped,
+        "version": snapshot.version,
+    }
+
+
+def split_by_snapshot(
+    batch: dict[str, PendingUser], snapshot
+) -> tuple[dict[str, PendingUser], int]:
+    """Drop the users whose newer-only ratings `snapshot` cannot complete; return the rest and
+    the number dropped.
+
+    An entry with ratings newer than batch B (since_seq) and taken at batch S (seq) needs a
+    snapshot whose watermark W lies in [B, S]. Then the snapshot contains every rating up to W and
+    the entry every rating after B. Dropping the others loses nothing:
+
+    - W > S: the snapshot already contains the entry's ratings, and its publication writes the
+      user's list.
+    - W < B: CURRENT moved to a version with an older watermark (a rollback publishes one). Its
+      publication asks the consumer to refold every user with ratings after W, which includes
+      this user, with entries relative to W.
+    - A snapshot without training ratings (from an earlier release, or restored from one) has
+      a watermark below every version that has them, so the case above applies.
+    """
+    usable: dict[str, PendingUser] = {}
+    for user_id, user in batch.items():
+        since = user.since_seq
+        if since is None or (
+            snapshot.seen_ratings is not None and since <= snapshot.watermark <= user.seq
+        ):
+            usable[user_id] = user
+    dropped = len(batch) - len(usable)
+    if dropped:
+        log.info(
+            "refresh entries passed over users=%d version=%d watermark=%d reason=written against "
+            "another snapshot", dropped, snapshot.version, snapshot.watermark,
+        )
+    return usable, dropped
 
 
 def _refresh_round(
@@ -93,8 +132,9 @@ def _refresh_round(
     started = time.perf_counter()
     users = {user_id: (user.item_keys, user.ratings) for user_id, user in batch.items()}
     seqs = [user.seq for user in batch.values()]
+    newer_only = [user.since_seq is not None for user in batch.values()]
     try:
-        written = refresh_users(connection, snapshot, users, seqs, top_n)
+        written = refresh_users(connection, snapshot, users, seqs, top_n, newer_only)
     except Exception:
         returned = pending.give_back(job_id)
         pending.release_schedule()

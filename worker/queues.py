@@ -92,10 +92,23 @@ class RefreshEnqueuer:
         self._queue = refresh_queue(connection, is_async=is_async)
         self._pending = PendingRefreshes(connection, quiet_ms=quiet_ms, max_delay_ms=max_delay_ms)
 
+    @property
+    def accepts_deltas(self) -> bool:
+        """Whether calls may pass UserRows holding only ratings newer than a snapshot's watermark.
+
+        Only the pending refreshes store such entries. Inline jobs take complete ratings.
+        """
+        return self._is_async
+
     def __call__(self, user_ratings: Mapping[str, tuple[np.ndarray, np.ndarray]], seq: int) -> None:
         if not user_ratings:
             return
         if not self._is_async:
+            if getattr(user_ratings, "since_seq", None) is not None:
+                raise ValueError(
+                    "user_ratings: inline refresh jobs need complete ratings, got only those "
+                    f"written after batch {user_ratings.since_seq}"
+                )
             payload = refresh_payload(user_ratings, seq)
             self._queue.enqueue(
                 REFRESH_JOB, payload, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS,

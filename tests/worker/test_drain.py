@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from store import keys
 from store.database import Database
 from store.snapshots import SnapshotStore, model_of
 from store.user_state import read_user_state
-from worker.pending import PendingRefreshes
+from worker.pending import PendingRefreshes, PendingUser
 from worker.queues import PENDING_JOB, RefreshEnqueuer, refresh_queue
 from worker.retrain import run_retrain
 
@@ -42,9 +44,9 @@ def refreshed_users(monkeypatch) -> list[str]:
     calls: list[str] = []
     real = worker.drain.refresh_users
 
-    def recording(connection, snapshot, users, seq, top_n):
+    def recording(connection, snapshot, users, seq, top_n, newer_only=None):
         calls.extend(users)
-        return real(connection, snapshot, users, seq, top_n)
+        return real(connection, snapshot, users, seq, top_n, newer_only)
 
     monkeypatch.setattr(worker.drain, "refresh_users", recording)
     return calls
@@ -197,3 +199,65 @@ def test_snapshot_of_other_database_by_ids(published, redis_client, refreshed_us
 
     state = read_user_state(redis_client, "x")
     assert state.seen_idx.tolist() == sorted([snapshot.item_index("1"), snapshot.item_index("3")])
+
+
+def pending_user(seq: int, since_seq: int | None) -> PendingUser:
+    return PendingUser(seq, np.array([4.0], np.float32), decoded_ids=["1"], since_seq=since_seq)
+
+
+@pytest.mark.parametrize(
+    "since_seq, seq, kept",
+    [
+        (None, 3, True),  # complete ratings fit any snapshot
+        (10, 10, True),  # taken in the batch that made the watermark
+        (10, 14, True),  # the entry's base is the snapshot's watermark
+        (8, 14, True),  # an older base: the entry also holds ratings up to 10
+        (11, 14, False),  # the snapshot misses ratings 11 and below
+        (4, 9, False),  # the snapshot already holds every rating of the entry
+    ],
+)
+def test_split_by_snapshot_watermark(since_seq, seq, kept):
+    snapshot = SimpleNamespace(version=3, watermark=10, seen_ratings=np.ones(1, np.float32))
+
+    usable, dropped = worker.drain.split_by_snapshot({"a": pending_user(seq, since_seq)}, snapshot)
+
+    assert ("a" in usable) is kept
+    assert dropped == (0 if kept else 1)
+
+
+def test_split_drops_newer_only_without_training_ratings():
+    snapshot = SimpleNamespace(version=3, watermark=10, seen_ratings=None)
+    batch = {"a": pending_user(12, 10), "b": pending_user(12, None)}
+
+    usable, dropped = worker.drain.split_by_snapshot(batch, snapshot)
+
+    assert list(usable) == ["b"]
+    assert dropped == 1
+
+
+def test_consumer_sends_only_newer_ratings(published, redis_client):
+    """A known user's new rating travels alone, and the refresh matches a fold of all ratings."""
+    RatingClient(redis_client).push("u2", "2", 0.5, timestamp=9000)
+    with Database(published.database_path, keep_index=True) as database:
+        consumer = IngestConsumer(published, redis_client, database, RefreshEnqueuer(redis_client, quiet_ms=0))
+        while consumer.process_once():
+            pass
+        complete = database.user_ratings(["u2"])["u2"]
+
+    entry = redis_client.hget(keys.REFRESH_PENDING, "u2")
+    body = entry.partition(b"\n")[2]
+    assert body[:1] == b"D"
+    assert struct.unpack_from("<qI", body, 1) == (SnapshotStore(published.snapshots_dir).open().watermark, 1)
+
+    run_worker_burst(redis_client)
+
+    snapshot = SnapshotStore(published.snapshots_dir).open()
+    model, config = model_of(snapshot)
+    item_idx = snapshot.item_indices(complete[0].tolist())
+    order = np.argsort(item_idx)
+    bias, factors = als.fold_in(item_idx[order].astype(np.int32), complete[1][order], model, config)
+    state = read_user_state(redis_client, "u2")
+    assert len(complete[0]) == 3
+    assert state.seen_idx.tolist() == sorted(item_idx.tolist())
+    assert state.bias == pytest.approx(bias, abs=1e-6)
+    np.testing.assert_allclose(state.factors, factors, atol=1e-6)

@@ -236,3 +236,46 @@ def test_binary_bodies_layout() -> None:
         expected = b"".join([b"I", struct.pack("<I", stop - start), stars[start:stop].astype("<f4").tobytes(),
                              *encoded[idx[start:stop]]])
         assert body == expected
+
+
+def test_newer_only_rows_round_trip(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    item_ids = np.array(["a", "b", "c"], dtype=object)
+    rows = UserRows(
+        ["u1", "u2"], np.array([0, 2, 3]), np.array([2, 0, 1], np.int32),
+        np.array([4.0, 2.5, 0.5], np.float32), item_ids, encode_ids(item_ids.tolist()), since_seq=41,
+    )
+    pending.add(rows, seq=44)
+
+    taken, _ = pending.take_due("job-1", max_users=100)
+
+    assert taken["u1"].since_seq == 41
+    assert taken["u1"].seq == 44
+    assert taken["u1"].item_ids == ["c", "a"]
+    assert taken["u1"].ratings.tolist() == [4.0, 2.5]
+    assert taken["u2"].item_ids == ["b"]
+    assert taken["u2"].since_seq == 41
+    assert pending.taken_users("job-1")["u1"].since_seq == 41
+
+
+def test_complete_rows_have_no_since_seq(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    rows = UserRows(["u1"], np.array([0, 1]), np.array([0], np.int32), np.array([3.0], np.float32),
+                    np.array(["a"], dtype=object))
+    pending.add(rows, seq=2)
+
+    taken, _ = pending.take_due("job-1", max_users=100)
+
+    assert taken["u1"].since_seq is None
+
+
+def test_newer_only_body_layout() -> None:
+    ids = np.array(["x", "yz"], dtype=object)
+    rows = UserRows(["u"], np.array([0, 2]), np.array([1, 0], np.int32), np.array([1.5, 5.0], np.float32),
+                    ids, since_seq=2**40 + 3)
+
+    (body,) = pending_module._binary_bodies(rows)
+
+    expected = b"".join([b"D", struct.pack("<q", 2**40 + 3), struct.pack("<I", 2),
+                         np.array([1.5, 5.0], "<f4").tobytes(), b"2:yz", b"1:x"])
+    assert body == expected
