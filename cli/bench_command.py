@@ -46,7 +46,11 @@ def add_parsers(subparsers) -> None:
     bench.add_argument("--size", default="32M", help="ratings to generate: 1M, 10M, 32M (default) ...")
     bench.add_argument("--keep-data", type=Path, default=None, metavar="DIR",
                        help="leave the generated ratings and genres as Parquet in DIR")
-    bench.add_argument("--ingest-events", type=int, default=200_000, help="events of the ingest stage")
+    bench.add_argument(
+        "--ingest-events", type=int, default=2_000_000,
+        help="events of the ingest stage (default 2,000,000: at 32M ratings the run then includes "
+             "one merge of the consumer's in-memory rating index)",
+    )
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
     bench.add_argument("--stages", type=parse_stages, default=STAGES, metavar="LIST",
                        help=f"comma-separated stages to run, of {','.join(STAGES)} (default: all); "
