@@ -279,3 +279,23 @@ def test_newer_only_body_layout() -> None:
     expected = b"".join([b"D", struct.pack("<q", 2**40 + 3), struct.pack("<I", 2),
                          np.array([1.5, 5.0], "<f4").tobytes(), b"2:yz", b"1:x"])
     assert body == expected
+
+
+def test_add_many_users_across_chunks(redis_client):
+    # The script takes users 1,000 at a time; 2,500 users cross two chunk boundaries.
+    pending = PendingRefreshes(redis_client, quiet_ms=0)
+    newer = {f"u{k}": ratings(("x", 1.0)) for k in range(0, 2500, 7)}
+    pending.add(newer, seq=9)
+    everyone = {f"u{k}": ratings((str(k), float(k % 5))) for k in range(2500)}
+
+    pending.add(everyone, seq=8)
+    taken, _ = pending.take_due("job-1", max_users=5000)
+
+    assert len(taken) == 2500
+    for k in (0, 6, 7, 999, 1000, 1001, 2499):
+        user = taken[f"u{k}"]
+        if f"u{k}" in newer:
+            assert (user.seq, user.item_ids) == (9, ["x"])
+        else:
+            assert (user.seq, user.item_ids) == (8, [str(k)])
+    assert redis_client.zcard(keys.REFRESH_DUE) == 0
