@@ -56,7 +56,11 @@ def refresh_pending_job() -> dict[str, Any]:
             snapshot = current_snapshot(settings.snapshots_dir)
             batch, passed_over = split_by_snapshot(batch, snapshot)
             skipped += passed_over
-            written += _refresh_round(connection, pending, job.id, snapshot, batch, settings.top_n)
+            if batch:
+                written += _refresh_round(connection, pending, job.id, snapshot, batch, settings.top_n)
+            else:
+                # Every entry was passed over, so nothing is written, but the taken hash must go.
+                pending.finish(job.id)
             rounds += 1
             users += len(batch)
             # `streamrec status` shows this, and its age shows whether the job still makes progress.

@@ -20,6 +20,7 @@ from ingest.consumer import IngestConsumer
 from store import keys
 from store.database import Database
 from store.snapshots import SnapshotStore, model_of
+from store.user_rows import UserRows
 from store.user_state import read_user_state
 from worker.pending import PendingRefreshes, PendingUser
 from worker.queues import PENDING_JOB, RefreshEnqueuer, refresh_queue
@@ -233,6 +234,29 @@ def test_split_drops_newer_only_without_training_ratings():
 
     assert list(usable) == ["b"]
     assert dropped == 1
+
+
+def test_round_of_passed_over_entries_succeeds(published, redis_client):
+    """A round whose every entry the snapshot cannot complete ends the job without an error."""
+    watermark = SnapshotStore(published.snapshots_dir).open().watermark
+    newer_than_snapshot = UserRows(
+        ["u1"], np.array([0, 1]), np.zeros(1, np.int32), np.array([4.0], np.float32),
+        np.array(["1"], dtype=object), since_seq=watermark + 5,
+    )
+    RefreshEnqueuer(redis_client, quiet_ms=0)(newer_than_snapshot, watermark + 6)
+
+    run_worker_burst(redis_client)
+
+    queue = refresh_queue(redis_client)
+    (job_id,) = queue.finished_job_registry.get_job_ids()
+    # rq retries a job that raised, and the retry finds nothing to take, so only the result
+    # of the first run shows the skipped entry.
+    result = queue.fetch_job(job_id).return_value()
+    assert result["skipped"] == 1
+    assert result["rounds"] == 1
+    assert not redis_client.keys(keys.refresh_taken_key("*"))
+    assert not redis_client.exists(keys.REFRESH_SCHEDULED)
+    assert read_user_state(redis_client, "u1").seq == watermark
 
 
 def test_consumer_sends_only_newer_ratings(published, redis_client):
