@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import redis
 from rq import get_current_job
 
@@ -56,7 +57,11 @@ def refresh_pending_job() -> dict[str, Any]:
             snapshot = current_snapshot(settings.snapshots_dir)
             batch, passed_over = split_by_snapshot(batch, snapshot)
             skipped += passed_over
-            written += _refresh_round(connection, pending, job.id, snapshot, batch, settings.top_n)
+            if batch:
+                written += _refresh_round(connection, pending, job.id, snapshot, batch, settings.top_n)
+            else:
+                # Every entry was passed over, so nothing is written, but the taken hash must go.
+                pending.finish(job.id)
             rounds += 1
             users += len(batch)
             # `streamrec status` shows this, and its age shows whether the job still makes progress.
@@ -90,28 +95,38 @@ def refresh_pending_job() -> dict[str, Any]:
 def split_by_snapshot(
     batch: dict[str, PendingUser], snapshot
 ) -> tuple[dict[str, PendingUser], int]:
-    """Drop the users whose newer-only ratings `snapshot` cannot complete; return the rest and
-    the number dropped.
+    """Drop the newer-only entries that `snapshot` cannot complete, and empty those it already
+    contains; return the entries to refresh and the number dropped.
 
     An entry with ratings newer than batch B (since_seq) and taken at batch S (seq) needs a
     snapshot whose watermark W lies in [B, S]. Then the snapshot contains every rating up to W and
-    the entry every rating after B. Dropping the others loses nothing:
+    the entry every rating after B. The other cases:
 
-    - W > S: the snapshot already contains the entry's ratings, and its publication writes the
-      user's list.
-    - W < B: CURRENT moved to a version with an older watermark (a rollback publishes one). Its
-      publication asks the consumer to refold every user with ratings after W, which includes
-      this user, with entries relative to W.
-    - A snapshot without training ratings (from an earlier release, or restored from one) has
-      a watermark below every version that has them, so the case above applies.
+    - W > S: the snapshot already contains every rating of the entry, so the entry is replaced
+      by an empty one at seq W, and the user is refolded from their row in the snapshot. The
+      publication also writes the user's list, from the trained factors, but a retrain worker
+      killed after publishing leaves that undone until a retrain worker starts again.
+    - W < B: CURRENT moved to a version with an older watermark (a rollback publishes one). The
+      entry is dropped. The version's publication requests a refold of every user with ratings
+      after W, which includes this user, with entries relative to W.
+    - A snapshot without training ratings (from an earlier release, or restored from one) cannot
+      complete any entry, so the entry is dropped. Its publication refolds the users with ratings
+      after its watermark, with complete ratings, and writes the lists of the others.
     """
     usable: dict[str, PendingUser] = {}
     for user_id, user in batch.items():
         since = user.since_seq
-        if since is None or (
-            snapshot.seen_ratings is not None and since <= snapshot.watermark <= user.seq
-        ):
+        if since is None:
             usable[user_id] = user
+        elif snapshot.seen_ratings is None:
+            continue
+        elif since <= snapshot.watermark <= user.seq:
+            usable[user_id] = user
+        elif user.seq < snapshot.watermark:
+            usable[user_id] = PendingUser(
+                snapshot.watermark, np.zeros(0, np.float32), encoded_ids=b"",
+                since_seq=snapshot.watermark,
+            )
     dropped = len(batch) - len(usable)
     if dropped:
         log.info(

@@ -20,10 +20,11 @@ from ingest.consumer import IngestConsumer
 from store import keys
 from store.database import Database
 from store.snapshots import SnapshotStore, model_of
+from store.user_rows import UserRows
 from store.user_state import read_user_state
 from worker.pending import PendingRefreshes, PendingUser
 from worker.queues import PENDING_JOB, RefreshEnqueuer, refresh_queue
-from worker.retrain import run_retrain
+from worker.retrain import load_ratings, publish_snapshot, run_retrain, train_model
 
 pytestmark = pytest.mark.redis
 
@@ -213,7 +214,7 @@ def pending_user(seq: int, since_seq: int | None) -> PendingUser:
         (10, 14, True),  # the entry's base is the snapshot's watermark
         (8, 14, True),  # an older base: the entry also holds ratings up to 10
         (11, 14, False),  # the snapshot misses ratings 11 and below
-        (4, 9, False),  # the snapshot already holds every rating of the entry
+        (4, 9, True),  # the snapshot already contains every rating of the entry
     ],
 )
 def test_split_by_snapshot_watermark(since_seq, seq, kept):
@@ -225,6 +226,46 @@ def test_split_by_snapshot_watermark(since_seq, seq, kept):
     assert dropped == (0 if kept else 1)
 
 
+def test_split_refolds_older_entry_from_snapshot():
+    snapshot = SimpleNamespace(version=3, watermark=10, seen_ratings=np.ones(1, np.float32))
+
+    usable, _ = worker.drain.split_by_snapshot({"a": pending_user(9, 4)}, snapshot)
+
+    assert usable["a"].seq == 10
+    assert usable["a"].since_seq == 10
+    assert usable["a"].item_ids == []
+    assert len(usable["a"].ratings) == 0
+
+
+def test_entry_older_than_unfinished_publication(published, redis_client):
+    """An entry the new snapshot already contains is refolded before the publication's lists."""
+    with Database(published.database_path, keep_index=True) as database:
+        database.apply_rating_columns(["u1"], ["4"], np.array([5.0], np.float32), np.array([9000]))
+        entry = database.user_rows(["u1"], since_seq=0)
+        database.apply_rating_columns(["u2"], ["4"], np.array([1.0], np.float32), np.array([9000]))
+        complete = database.user_ratings(["u1"])["u1"]
+    # A retrain worker killed after publishing: no list is written for the new version.
+    data = load_ratings(published, None)
+    config = als.ALSConfig(factors=3, epochs=4)
+    version = publish_snapshot(published, data, train_model(data, config, lambda *_: None), config, {})
+    RefreshEnqueuer(redis_client, quiet_ms=0)(entry, 1)
+
+    run_worker_burst(redis_client)
+
+    snapshot = SnapshotStore(published.snapshots_dir).open()
+    model, config = model_of(snapshot)
+    item_idx = snapshot.item_indices(complete[0].tolist())
+    order = np.argsort(item_idx)
+    bias, factors = als.fold_in(item_idx[order].astype(np.int32), complete[1][order], model, config)
+    state = read_user_state(redis_client, "u1")
+    assert snapshot.watermark == 2
+    assert state.version == version
+    assert state.seq == 2
+    assert state.seen_idx.tolist() == sorted(item_idx.tolist())
+    assert state.bias == pytest.approx(bias, abs=1e-6)
+    np.testing.assert_allclose(state.factors, factors, atol=1e-6)
+
+
 def test_split_drops_newer_only_without_training_ratings():
     snapshot = SimpleNamespace(version=3, watermark=10, seen_ratings=None)
     batch = {"a": pending_user(12, 10), "b": pending_user(12, None)}
@@ -233,6 +274,29 @@ def test_split_drops_newer_only_without_training_ratings():
 
     assert list(usable) == ["b"]
     assert dropped == 1
+
+
+def test_round_of_passed_over_entries_succeeds(published, redis_client):
+    """A round whose every entry the snapshot cannot complete ends the job without an error."""
+    watermark = SnapshotStore(published.snapshots_dir).open().watermark
+    newer_than_snapshot = UserRows(
+        ["u1"], np.array([0, 1]), np.zeros(1, np.int32), np.array([4.0], np.float32),
+        np.array(["1"], dtype=object), since_seq=watermark + 5,
+    )
+    RefreshEnqueuer(redis_client, quiet_ms=0)(newer_than_snapshot, watermark + 6)
+
+    run_worker_burst(redis_client)
+
+    queue = refresh_queue(redis_client)
+    (job_id,) = queue.finished_job_registry.get_job_ids()
+    # rq retries a job that raised, and the retry finds nothing to take, so only the result
+    # of the first run shows the skipped entry.
+    result = queue.fetch_job(job_id).return_value()
+    assert result["skipped"] == 1
+    assert result["rounds"] == 1
+    assert not redis_client.keys(keys.refresh_taken_key("*"))
+    assert not redis_client.exists(keys.REFRESH_SCHEDULED)
+    assert read_user_state(redis_client, "u1").seq == watermark
 
 
 def test_consumer_sends_only_newer_ratings(published, redis_client):
