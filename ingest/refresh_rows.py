@@ -26,10 +26,11 @@ TRAINING_RATINGS = "seen_ratings"
 class RefreshRows:
     """Reads touched users' ratings for their refresh entries, relative to the current snapshot.
 
-    Entries carry complete ratings in four cases. `deltas` is off, because refreshes then run
+    Entries carry complete ratings in five cases. `deltas` is off, because refreshes then run
     from a JSON payload in the consumer's own process. No snapshot is published. The current
-    snapshot has no training ratings (an earlier release published it). Or its watermark is above
-    the database's last batch, so it cannot have been trained on this database's ratings.
+    snapshot has no training ratings (an earlier release published it). Its ratings generation
+    differs from the database's, because a bulk load or a new database file came after it. Or its
+    watermark is above the database's last batch.
     """
 
     def __init__(self, database: Database, snapshots_dir: Path | str, deltas: bool = True) -> None:
@@ -67,6 +68,14 @@ class RefreshRows:
         if TRAINING_RATINGS not in manifest.get("arrays", {}):
             log.info("refresh entries carry complete ratings version=%d reason=snapshot has no %s",
                      version, TRAINING_RATINGS)
+            return None
+        generation = self.database.ratings_generation()
+        if manifest.get("ratings_generation") is None or manifest["ratings_generation"] != generation:
+            log.info(
+                "refresh entries carry complete ratings version=%d reason=snapshot ratings generation "
+                "%s is not the database's %s (a bulk load or another database file came after it)",
+                version, manifest.get("ratings_generation"), generation,
+            )
             return None
         watermark = int(manifest["watermark"])
         if watermark > self.database.current_seq():

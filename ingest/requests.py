@@ -100,7 +100,10 @@ def serve_export(
         log.error("export failed path=%s reply_to=%s", path, reply_to, exc_info=True)
         send_export_reply(connection, reply_to, {"error": f"{type(exc).__name__}: {exc}"})
         return
-    send_export_reply(connection, reply_to, {"path": str(path.resolve()), "watermark": watermark})
+    send_export_reply(
+        connection, reply_to,
+        {"path": str(path.resolve()), "watermark": watermark, "generation": database.ratings_generation()},
+    )
 
 
 def serve_refold(

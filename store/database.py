@@ -7,9 +7,11 @@ instead of opening the file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,6 +117,8 @@ class Database:
             self._con.execute(SCHEMA_SQL)
             with self.transaction():
                 drop_ratings_primary_key(self._con)
+                if not self._con.execute("SELECT count(*) FROM ratings_generation").fetchall()[0][0]:
+                    self._con.execute("INSERT INTO ratings_generation VALUES ($1)", [uuid.uuid4().hex])
         if keep_index:
             self.keep_index()
 
@@ -330,11 +334,14 @@ class Database:
         The query returns columns (pos, user_id, item_id, rating, timestamp); pos orders rows
         that share a user, item and timestamp (the later one wins). A rating replaces the stored
         one only when its timestamp is newer, or equal with a higher seq, so replaying a batch
-        changes nothing. Call inside a transaction. Bulk loads pass seq 0. Not available while the
-        rating index is kept, which would miss the rows.
+        changes nothing. Call inside a transaction. Bulk loads pass seq 0, which also gives the
+        ratings a new generation (see ratings_generation). Not available while the rating index is
+        kept, which would miss the rows.
         """
         self._reject_with_index("merge_ratings")
         con = self._con
+        if seq == 0:
+            con.execute("UPDATE ratings_generation SET id = $1", [uuid.uuid4().hex])
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE staged_ratings AS
@@ -580,6 +587,11 @@ class Database:
         ).fetchnumpy()["user_id"]
         return [str(user_id) for user_id in rows]
 
+    def ratings_generation(self) -> str | None:
+        """Return the id that each bulk load replaces, or None for a read-only database made by an
+        earlier release."""
+        return _ratings_generation(self._con)
+
     def ratings_arrays(self) -> RatingsData:
         """Read every rating and the id, title and genre tables as numpy arrays."""
         if not self.read_only:
@@ -638,8 +650,11 @@ def export_items_path(ratings_path: str | Path) -> Path:
     return ratings_path.with_name(f"{stem}.items.parquet")
 
 
-def read_export(path: str | Path) -> RatingsData:
+def read_export(path: str | Path, generation: str | None = None) -> RatingsData:
     """Read ratings exported by Database.export_ratings, without opening the database.
+
+    `generation` is the exporting database's ratings_generation, which the export files do not
+    contain; the consumer sends it with its reply.
 
     Raises DataFileError naming the file when either Parquet file is missing or unreadable.
     """
@@ -666,11 +681,23 @@ def read_export(path: str | Path) -> RatingsData:
             SELECT DISTINCT user_idx, user_id FROM read_parquet({sql_literal(path)})
             """
         )
-        return _fetch_ratings_data(con)
+        return dataclasses.replace(_fetch_ratings_data(con), generation=generation)
     except duckdb.Error as exc:
         raise DataFileError(f"export {path} could not be read: {exc}") from exc
     finally:
         con.close()
+
+
+def _ratings_generation(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Return the ratings_generation id, or None where the table does not exist (an export's
+    views, or a read-only database made by an earlier release)."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ratings_generation' AND NOT temporary"
+    ).fetchall()[0][0]
+    if not exists:
+        return None
+    rows = con.execute("SELECT id FROM ratings_generation").fetchall()
+    return str(rows[0][0]) if rows else None
 
 
 def _fetch_ratings_data(con: duckdb.DuckDBPyConnection) -> RatingsData:
@@ -687,6 +714,7 @@ def _fetch_ratings_data(con: duckdb.DuckDBPyConnection) -> RatingsData:
     if n_items and int(items["item_idx"][-1]) != n_items - 1:
         raise DataFileError(f"item indices are not dense: {n_items} items, highest item_idx {items['item_idx'][-1]}")
 
+    generation = _ratings_generation(con)
     current = current_ratings_sql(con)
     ratings = con.execute(
         f"SELECT user_idx, item_idx, rating, timestamp FROM {current} ORDER BY user_idx, item_idx"
@@ -720,6 +748,7 @@ def _fetch_ratings_data(con: duckdb.DuckDBPyConnection) -> RatingsData:
         item_genres_indptr=indptr,
         item_genres_indices=indices,
         watermark=int(watermark),
+        generation=generation,
     )
 
 

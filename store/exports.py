@@ -3,7 +3,8 @@
 A request is a JSON object pushed onto the list streamrec:export:requests:
 
 - `{"kind": "export", "reply_to": KEY}`: the consumer writes all ratings to Parquet and pushes
-  `{"path": ..., "watermark": ...}` (or `{"error": ...}`) onto the list KEY, which expires.
+  `{"path": ..., "watermark": ..., "generation": ...}` (or `{"error": ...}`) onto the list KEY,
+  which expires. `generation` is the database's ratings_generation (null from an earlier release).
 - `{"kind": "refold_since", "seq": W}`: the consumer enqueues refresh jobs for every user with a
   rating written by a batch numbered above W.
 """
@@ -33,8 +34,9 @@ EXPORT = "export"
 REFOLD_SINCE = "refold_since"
 
 
-def request_export(connection: redis.Redis, timeout: float = 60.0) -> tuple[Path, int]:
-    """Ask the running ingest consumer for a Parquet export; return (ratings path, watermark).
+def request_export(connection: redis.Redis, timeout: float = 60.0) -> tuple[Path, int, str | None]:
+    """Ask the running ingest consumer for a Parquet export; return (ratings path, watermark,
+    ratings generation).
 
     Waits up to `timeout` seconds. Raises ExportTimeoutError when no consumer replied in time (the
     request is then withdrawn) and ExportFailedError when the consumer reported an error.
@@ -62,7 +64,7 @@ def request_export(connection: redis.Redis, timeout: float = 60.0) -> tuple[Path
     reply = json.loads(answer[1])
     if "error" in reply:
         raise ExportFailedError(f"the ingest consumer failed to export the ratings: {reply['error']}")
-    return Path(reply["path"]), int(reply["watermark"])
+    return Path(reply["path"]), int(reply["watermark"]), reply.get("generation")
 
 
 def request_refold(connection: redis.Redis, seq: int) -> None:

@@ -27,6 +27,9 @@ class RatingsData:
     item_genres_indptr: np.ndarray  # int64 (n_items + 1,): CSR rows of item -> genre index
     item_genres_indices: np.ndarray  # int32 genre indices, sorted within each item
     watermark: int  # highest updated_seq among the ratings; 0 for bulk-loaded data
+    # The database's ratings_generation when the ratings were read; None when it has none (made
+    # by an earlier release) or the reader did not pass it on.
+    generation: str | None = None
 
     @property
     def n_users(self) -> int:

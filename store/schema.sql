@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS rating_changes (
     updated_seq BIGINT NOT NULL
 );
 
+-- One row: a random id that every bulk load replaces. Snapshots record the id of the ratings they
+-- were trained on, and a refresh completes a user's ratings from a snapshot (its training ratings
+-- plus the ingest batches after its watermark) only while the id still matches. Bulk loads write
+-- updated_seq 0, so a snapshot could not tell their rows from those it was trained on.
+CREATE TABLE IF NOT EXISTS ratings_generation (
+    id VARCHAR NOT NULL
+);
+
 -- One row per Redis stream: the last entry committed and the number of the batch that committed it.
 CREATE TABLE IF NOT EXISTS ingest_progress (
     stream         VARCHAR PRIMARY KEY,

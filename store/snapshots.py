@@ -103,6 +103,8 @@ class SnapshotData:
     rating_min: float
     rating_max: float
     watermark: int
+    # The training database's ratings_generation; None when unknown (an earlier release).
+    ratings_generation: str | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -235,6 +237,7 @@ class SnapshotStore:
             rating_min=float(manifest["rating_min"]),
             rating_max=float(manifest["rating_max"]),
             watermark=int(manifest["watermark"]),
+            ratings_generation=manifest.get("ratings_generation"),
             hyperparameters=manifest["hyperparameters"],
             metrics=manifest["metrics"],
             version=int(manifest["version"]),
@@ -275,6 +278,7 @@ class SnapshotStore:
             "rating_min": float(data.rating_min),
             "rating_max": float(data.rating_max),
             "watermark": int(data.watermark),
+            "ratings_generation": data.ratings_generation,
             "hyperparameters": data.hyperparameters,
             "counts": data.counts,
             "metrics": data.metrics,

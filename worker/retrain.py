@@ -45,9 +45,9 @@ def load_ratings(settings: Settings, connection: redis.Redis | None) -> RatingsD
         if connection is None:
             raise
         log.info("database held by the ingest consumer, requesting an export")
-    path, _ = request_export(connection, timeout=EXPORT_TIMEOUT_SECONDS)
+    path, _, generation = request_export(connection, timeout=EXPORT_TIMEOUT_SECONDS)
     try:
-        return read_export(path)
+        return read_export(path, generation)
     finally:
         # The arrays are in memory now, and every retrain requests a fresh export.
         for exported in (path, export_items_path(path)):
@@ -98,6 +98,7 @@ def snapshot_data(
         global_mean=float(model.global_mean),
         rating_min=settings.rating_min, rating_max=settings.rating_max,
         watermark=int(data.watermark),
+        ratings_generation=data.generation,
         hyperparameters=config.to_dict(), metrics=metrics,
     )
 

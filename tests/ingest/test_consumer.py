@@ -288,9 +288,10 @@ def test_export_request_answered(settings, redis_client, db, refresh):
         consumer.process_once()
         requester.join(timeout=0.01)
 
-    path, watermark = answers[0]
+    path, watermark, generation = answers[0]
     assert path == (settings.exports_dir / "ratings-00000001.parquet").resolve()
     assert watermark == 1
+    assert generation == db.ratings_generation()
     exported = read_export(path)
     assert exported.nnz == 2
     assert exported.user_ids.tolist() == ["alice", "bob"]

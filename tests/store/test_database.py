@@ -293,3 +293,27 @@ def test_locked_file_raises_clear_error(tmp_path: Path):
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+def test_ratings_generation_kept_until_bulk_load(tmp_path: Path):
+    path = tmp_path / "streamrec.duckdb"
+    with Database(path) as db:
+        created = db.ratings_generation()
+        db.apply_rating_columns(["a"], ["1"], np.array([4.0], np.float32), np.array([1]))
+        after_batch = db.ratings_generation()
+    with Database(path) as db:
+        reopened = db.ratings_generation()
+        with db.transaction():
+            db.connection.execute("CREATE TEMP TABLE bulk AS SELECT 1 AS pos, 'b' AS user_id, '2' AS item_id, 3.0 AS rating, 5 AS timestamp")
+            db.merge_ratings("SELECT * FROM bulk", seq=0)
+        after_bulk = db.ratings_generation()
+    with Database(path, read_only=True) as db:
+        read_only = db.ratings_generation()
+        data = db.ratings_arrays()
+
+    assert len(created) == 32
+    assert after_batch == created
+    assert reopened == created
+    assert after_bulk != created
+    assert read_only == after_bulk
+    assert data.generation == after_bulk

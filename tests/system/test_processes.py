@@ -70,7 +70,7 @@ def test_pushed_rating_changes_list_within_2_seconds(cluster, redis_client):
     assert time.monotonic() - pushed_at < 2.0
 
     # The consumer owns the database file, so the rating is read back through an export.
-    path, watermark = request_export(redis_client, timeout=30)
+    path, watermark, _ = request_export(redis_client, timeout=30)
     data = read_export(path)
     user_idx = int(np.flatnonzero(data.user_ids == user_id)[0])
     item_idx = int(np.flatnonzero(data.item_ids == item_id)[0])

@@ -19,6 +19,7 @@ from ingest.client import RatingClient
 from ingest.consumer import IngestConsumer
 from store import keys
 from store.database import Database
+from store.movielens import load_ratings_and_movies
 from store.snapshots import SnapshotStore, model_of
 from store.user_rows import UserRows
 from store.user_state import read_user_state
@@ -212,7 +213,7 @@ def pending_user(seq: int, since_seq: int | None) -> PendingUser:
         (None, 3, True),  # complete ratings fit any snapshot
         (10, 10, True),  # taken in the batch that made the watermark
         (10, 14, True),  # the entry's base is the snapshot's watermark
-        (8, 14, True),  # an older base: the entry also holds ratings up to 10
+        (8, 14, True),  # an older base: the entry also contains ratings up to 10
         (11, 14, False),  # the snapshot misses ratings 11 and below
         (4, 9, True),  # the snapshot already contains every rating of the entry
     ],
@@ -325,3 +326,27 @@ def test_consumer_sends_only_newer_ratings(published, redis_client):
     assert state.seen_idx.tolist() == sorted(item_idx.tolist())
     assert state.bias == pytest.approx(bias, abs=1e-6)
     np.testing.assert_allclose(state.factors, factors, atol=1e-6)
+
+
+def test_bulk_load_after_snapshot_sends_complete_ratings(published, redis_client, tmp_path):
+    """Bulk-loaded rows are in neither the snapshot nor the batches after its watermark."""
+    more = tmp_path / "more.csv"
+    more.write_text("userId,movieId,rating,timestamp\nu2,4,1.5,2000\n")
+    with Database(published.database_path) as database:
+        load_ratings_and_movies(database, more)
+    RatingClient(redis_client).push("u2", "2", 0.5, timestamp=9000)
+    with Database(published.database_path, keep_index=True) as database:
+        consumer = IngestConsumer(published, redis_client, database, RefreshEnqueuer(redis_client, quiet_ms=0))
+        while consumer.process_once():
+            pass
+        complete = database.user_ratings(["u2"])["u2"]
+
+    body = redis_client.hget(keys.REFRESH_PENDING, "u2").partition(b"\n")[2]
+    run_worker_burst(redis_client)
+
+    snapshot = SnapshotStore(published.snapshots_dir).open()
+    known = [item for item in complete[0].tolist() if snapshot.item_index(item) is not None]
+    state = read_user_state(redis_client, "u2")
+    assert body[:1] == b"I"
+    assert sorted(complete[0].tolist()) == ["1", "2", "3", "4"]
+    assert state.seen_idx.tolist() == sorted(snapshot.item_index(item) for item in known)

@@ -109,16 +109,18 @@ def test_export_read_by_a_retrain_is_removed(tiny_catalogue, monkeypatch, tmp_pa
     export = tmp_path / "exports" / "ratings-00000001.parquet"
     with Database(catalogue.settings.database_path) as database:
         database.export_ratings(export)
+        generation = database.ratings_generation()
 
     class LockedDatabase:
         def __init__(self, *args, **kwargs):
             raise DatabaseLockedError("held by the ingest consumer")
 
     monkeypatch.setattr(retrain, "Database", LockedDatabase)
-    monkeypatch.setattr(retrain, "request_export", lambda connection, timeout: (export, 1))
+    monkeypatch.setattr(retrain, "request_export", lambda connection, timeout: (export, 1, generation))
 
     data = retrain.load_ratings(catalogue.settings, connection=object())
 
     assert data.nnz == 2
+    assert data.generation == generation
     assert not export.exists()
     assert not export_items_path(export).exists()
