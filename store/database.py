@@ -112,6 +112,7 @@ class Database:
         # The seq of the last batch this process committed with the index kept, so a batch
         # needs no query for it. Only the owner of the file keeps the index.
         self._committed_seq: int | None = None
+        self._last_touched: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int32))
         self._pending_changes = 0
         if not read_only:
             self._con.execute(SCHEMA_SQL)
@@ -291,6 +292,8 @@ class Database:
             self._record_progress(stream, last_stream_id, seq)
         # Committed, and this process owns the file, so no other writer moves the seq.
         self._committed_seq = seq
+        # The consumer reads these users' ratings next; their indices are known already.
+        self._last_touched = (write.touched, write.touched_idx)
         try:
             write.commit(self._index)
         except Exception:
@@ -560,7 +563,11 @@ class Database:
 
     def _indexed_user_rows(self, requested: list[str], since_seq: int | None) -> UserRows:
         assert self._index is not None
-        indices, _ = self._index.user_indices(requested)
+        last_ids, last_idx = self._last_touched
+        if requested == last_ids:
+            indices = last_idx
+        else:
+            indices, _ = self._index.user_indices(requested)
         known = indices < self._index.n_users
         if since_seq is None:
             offsets, items, stars = self._index.user_rows(indices[known])

@@ -69,6 +69,7 @@ def write_batch(
 
     written_users = users[wins]
     touched: list[str] = []
+    ordered = np.zeros(0, np.int32)
     if written_users.shape[0]:
         # Users are listed in the order of their first event in the batch.
         unique, first_position = np.unique(batch_users, return_index=True)
@@ -81,7 +82,8 @@ def write_batch(
         ]
 
     return BatchWrite(
-        touched=touched, new_users=new_users, new_items=new_items, where=where[wins],
+        touched=touched, touched_idx=ordered, new_users=new_users, new_items=new_items,
+        where=where[wins],
         users=users[wins], items=items[wins], stars=stars[wins], times=times[wins], seq=seq,
     )
 
@@ -91,6 +93,7 @@ class BatchWrite:
     """A batch written to the database, and what the index must learn once it has committed."""
 
     touched: list[str]  # users with a rating written, in order of first appearance
+    touched_idx: np.ndarray  # their user_idx, int32
     new_users: list[str]
     new_items: list[str]
     where: np.ndarray  # per rating written: its location in the index, or NOT_STORED
