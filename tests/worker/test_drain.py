@@ -62,6 +62,17 @@ class BurstWorker(SimpleWorker):
         pass
 
 
+def assert_refolded(state, snapshot, complete: tuple[np.ndarray, np.ndarray]) -> None:
+    """Check a user state against a fold-in of the user's complete (item ids, stars)."""
+    model, config = model_of(snapshot)
+    item_idx = snapshot.item_indices(complete[0].tolist())
+    order = np.argsort(item_idx)
+    bias, factors = als.fold_in(item_idx[order].astype(np.int32), complete[1][order], model, config)
+    assert state.seen_idx.tolist() == sorted(item_idx.tolist())
+    assert state.bias == pytest.approx(bias, abs=1e-6)
+    np.testing.assert_allclose(state.factors, factors, atol=1e-6)
+
+
 def run_worker_burst(redis_client) -> None:
     BurstWorker([refresh_queue(redis_client)], connection=redis_client, serializer=JSONSerializer).work(
         burst=True, logging_level="WARNING"
@@ -254,17 +265,11 @@ def test_entry_older_than_unfinished_publication(published, redis_client):
     run_worker_burst(redis_client)
 
     snapshot = SnapshotStore(published.snapshots_dir).open()
-    model, config = model_of(snapshot)
-    item_idx = snapshot.item_indices(complete[0].tolist())
-    order = np.argsort(item_idx)
-    bias, factors = als.fold_in(item_idx[order].astype(np.int32), complete[1][order], model, config)
     state = read_user_state(redis_client, "u1")
     assert snapshot.watermark == 2
     assert state.version == version
     assert state.seq == 2
-    assert state.seen_idx.tolist() == sorted(item_idx.tolist())
-    assert state.bias == pytest.approx(bias, abs=1e-6)
-    np.testing.assert_allclose(state.factors, factors, atol=1e-6)
+    assert_refolded(state, snapshot, complete)
 
 
 def test_split_drops_newer_only_without_training_ratings():
@@ -300,14 +305,19 @@ def test_round_of_passed_over_entries_succeeds(published, redis_client):
     assert read_user_state(redis_client, "u1").seq == watermark
 
 
-def test_consumer_sends_only_newer_ratings(published, redis_client):
-    """A known user's new rating travels alone, and the refresh matches a fold of all ratings."""
-    RatingClient(redis_client).push("u2", "2", 0.5, timestamp=9000)
-    with Database(published.database_path, keep_index=True) as database:
-        consumer = IngestConsumer(published, redis_client, database, RefreshEnqueuer(redis_client, quiet_ms=0))
+def consume_one_rating(settings, redis_client, user_id: str, item_id: str, stars: float):
+    """Push one rating, let a consumer commit it, and return the user's complete ratings."""
+    RatingClient(redis_client).push(user_id, item_id, stars, timestamp=9000)
+    with Database(settings.database_path, keep_index=True) as database:
+        consumer = IngestConsumer(settings, redis_client, database, RefreshEnqueuer(redis_client, quiet_ms=0))
         while consumer.process_once():
             pass
-        complete = database.user_ratings(["u2"])["u2"]
+        return database.user_ratings([user_id])[user_id]
+
+
+def test_consumer_sends_only_newer_ratings(published, redis_client):
+    """A known user's new rating travels alone, and the refresh matches a fold of all ratings."""
+    complete = consume_one_rating(published, redis_client, "u2", "2", 0.5)
 
     entry = redis_client.hget(keys.REFRESH_PENDING, "u2")
     body = entry.partition(b"\n")[2]
@@ -316,16 +326,8 @@ def test_consumer_sends_only_newer_ratings(published, redis_client):
 
     run_worker_burst(redis_client)
 
-    snapshot = SnapshotStore(published.snapshots_dir).open()
-    model, config = model_of(snapshot)
-    item_idx = snapshot.item_indices(complete[0].tolist())
-    order = np.argsort(item_idx)
-    bias, factors = als.fold_in(item_idx[order].astype(np.int32), complete[1][order], model, config)
-    state = read_user_state(redis_client, "u2")
     assert len(complete[0]) == 3
-    assert state.seen_idx.tolist() == sorted(item_idx.tolist())
-    assert state.bias == pytest.approx(bias, abs=1e-6)
-    np.testing.assert_allclose(state.factors, factors, atol=1e-6)
+    assert_refolded(read_user_state(redis_client, "u2"), SnapshotStore(published.snapshots_dir).open(), complete)
 
 
 def test_bulk_load_after_snapshot_sends_complete_ratings(published, redis_client, tmp_path):
@@ -334,12 +336,7 @@ def test_bulk_load_after_snapshot_sends_complete_ratings(published, redis_client
     more.write_text("userId,movieId,rating,timestamp\nu2,4,1.5,2000\n")
     with Database(published.database_path) as database:
         load_ratings_and_movies(database, more)
-    RatingClient(redis_client).push("u2", "2", 0.5, timestamp=9000)
-    with Database(published.database_path, keep_index=True) as database:
-        consumer = IngestConsumer(published, redis_client, database, RefreshEnqueuer(redis_client, quiet_ms=0))
-        while consumer.process_once():
-            pass
-        complete = database.user_ratings(["u2"])["u2"]
+    complete = consume_one_rating(published, redis_client, "u2", "2", 0.5)
 
     body = redis_client.hget(keys.REFRESH_PENDING, "u2").partition(b"\n")[2]
     run_worker_burst(redis_client)
