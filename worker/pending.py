@@ -12,16 +12,24 @@ users that are due. The rule, with times read from the Redis server's clock:
 So a burst of ratings whose gaps stay under `quiet_ms` ends in one refresh with the last
 ratings, and a user who keeps rating is still refreshed at least every `max_delay_ms`.
 
+A later add writes the new due time into the entry only. The sorted set keeps the earlier time
+until a take reaches it, finds the user not yet due and moves them to the time in their entry.
+Moving every re-added user in the sorted set cost Redis up to 2 us a user once about 100,000
+users were pending, and most are taken before they are added again.
+
 Keys (names in store/keys.py):
 
-- REFRESH_PENDING, hash: user_id -> "<seq> <first add, ms>\\n<ratings>". The ratings are one of:
+- REFRESH_PENDING, hash: user_id -> "<seq> <first add, ms> <due, ms>\\n<ratings>". Entries
+  that earlier releases added have no due time and are due at their time in the sorted set. The
+  ratings are one of:
   - "I", the count as a little-endian uint32, the stars as little-endian float32, then the item
     ids each as "<length in bytes>:<id>": the user's complete ratings;
   - "D", the base watermark as a little-endian int64, then the rest as after "I": only the
     ratings written by batches after the base, which a snapshot with that watermark completes;
   - JSON [[item_id...], [rating...]], complete ratings, which earlier releases added and this
     one still reads.
-- REFRESH_DUE, sorted set: user_id -> due time in ms since the epoch.
+- REFRESH_DUE, sorted set: user_id -> due time in ms since the epoch, or an earlier time when a
+  later add moved the due time in the entry.
 - REFRESH_SCHEDULED, string with an expiry: set while a refresh job is queued or running, so the
   consumer enqueues a job only when none is.
 - refresh_taken_key(job_id), hash like REFRESH_PENDING: the users a job took and has not written
@@ -73,14 +81,15 @@ end
 
 # KEYS: pending, due, scheduled. ARGV: quiet_ms, max_delay_ms, scheduled_ttl_ms, seq, then
 # (user_id, body) per user. Returns 1 when it set REFRESH_SCHEDULED, so the caller must enqueue a
-# job, else 0. Users go in chunks, each with one HMGET, one HSET and one ZADD: a call per user
-# cost Redis about 8 us a user, as much as the consumer's own work per event. A user listed twice
-# in one call is compared with what was stored before the call, and the later entry wins.
+# job, else 0. Users go in chunks, each with one HMGET, one HSET and at most one ZADD: calls per
+# user cost Redis about 8 us a user, as much as the consumer's own work per event. A user listed
+# twice in one call is compared with what was stored before the call, and the later entry wins.
+# Only users with nothing pending enter the sorted set here (see the module docstring).
 _ADD_LUA = _PRELUDE + """
 local quiet = tonumber(ARGV[1])
 local max_delay = tonumber(ARGV[2])
 local seq = ARGV[4]
-local first_header = seq .. ' ' .. now .. '\\n'
+local new_header = seq .. ' ' .. now .. ' ' .. (now + quiet) .. '\\n'
 local n_users = (#ARGV - 4) / 2
 local chunk = 1000
 for start = 0, n_users - 1, chunk do
@@ -93,24 +102,29 @@ for start = 0, n_users - 1, chunk do
   local due = {}
   for j, user in ipairs(users) do
     local body = ARGV[6 + 2 * (start + j - 1)]
-    if stored[j] then
-      local stored_seq, first = string.match(stored[j], '^(%d+) (%d+)')
-      if tonumber(stored_seq) <= tonumber(seq) then
-        fields[#fields + 1] = user
-        fields[#fields + 1] = seq .. ' ' .. first .. '\\n' .. body
+    local old = stored[j]
+    if old then
+      local old_seq, first = string.match(old, '^(%d+) (%d+)')
+      local due_at = math.min(now + quiet, tonumber(first) + max_delay)
+      local entry_seq = seq
+      if tonumber(old_seq) > tonumber(seq) then
+        -- The stored ratings are newer: keep them, with the new due time.
+        entry_seq = old_seq
+        body = string.sub(old, string.find(old, '\\n', 1, true) + 1)
       end
-      due[#due + 1] = math.min(now + quiet, tonumber(first) + max_delay)
+      fields[#fields + 1] = user
+      fields[#fields + 1] = entry_seq .. ' ' .. first .. ' ' .. due_at .. '\\n' .. body
     else
       fields[#fields + 1] = user
-      fields[#fields + 1] = first_header .. body
+      fields[#fields + 1] = new_header .. body
       due[#due + 1] = now + quiet
+      due[#due + 1] = user
     end
-    due[#due + 1] = user
   end
-  if #fields > 0 then
-    redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('HSET', KEYS[1], unpack(fields))
+  if #due > 0 then
+    redis.call('ZADD', KEYS[2], unpack(due))
   end
-  redis.call('ZADD', KEYS[2], unpack(due))
 end
 if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then
   return 1
@@ -120,21 +134,39 @@ return 0
 
 # KEYS: pending, due, scheduled, taken. ARGV: max users, scheduled_ttl_ms. Moves up to max users
 # that are due from pending to taken and returns {user_id, entry, user_id, entry, ...,
-# wait_ms}. wait_ms is -1 when nothing is left pending, and then REFRESH_SCHEDULED is deleted,
-# so the next add enqueues a new job. Otherwise it is the time until the next user is due.
+# wait_ms}. A user whose entry gives a later due time stays pending and moves to that time in the
+# sorted set. wait_ms is -1 when nothing is left pending, and then REFRESH_SCHEDULED is deleted,
+# so the next add enqueues a new job. Otherwise it is the time until the next user is due, which
+# may be an earlier time than the user's entry gives.
 _TAKE_LUA = _PRELUDE + """
 local users = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local result = {}
 if #users > 0 then
   local entries = redis.call('HMGET', KEYS[1], unpack(users))
-  redis.call('ZREM', KEYS[2], unpack(users))
-  redis.call('HDEL', KEYS[1], unpack(users))
+  local taken = {}
+  local later = {}
   for i, user in ipairs(users) do
-    if entries[i] then
-      merge(KEYS[4], user, entries[i])
-      result[#result + 1] = user
-      result[#result + 1] = entries[i]
+    local entry = entries[i]
+    local due_at = entry and tonumber(string.match(entry, '^%d+ %d+ (%d+)'))
+    if due_at and due_at > now then
+      later[#later + 1] = due_at
+      later[#later + 1] = user
+    else
+      taken[#taken + 1] = user
+      if entry then
+        merge(KEYS[4], user, entry)
+        result[#result + 1] = user
+        result[#result + 1] = entry
+      end
     end
+  end
+  for start = 1, #taken, 1000 do
+    local stop = math.min(#taken, start + 999)
+    redis.call('ZREM', KEYS[2], unpack(taken, start, stop))
+    redis.call('HDEL', KEYS[1], unpack(taken, start, stop))
+  end
+  for start = 1, #later, 2000 do
+    redis.call('ZADD', KEYS[2], unpack(later, start, math.min(#later, start + 1999)))
   end
 end
 local next_due = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')

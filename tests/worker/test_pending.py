@@ -108,21 +108,61 @@ def test_quiet_user_due_after_quiet_window(redis_client):
     assert before + 50 <= due <= after + 50
 
 
+def entry_due_ms(redis_client, user_id: str) -> int:
+    """The due time a pending entry's header gives."""
+    header = redis_client.hget(keys.REFRESH_PENDING, user_id).partition(b"\n")[0]
+    return int(header.split(b" ")[2])
+
+
 def test_later_add_moves_due_time(redis_client):
     pending = PendingRefreshes(redis_client, quiet_ms=200, max_delay_ms=230)
     first_add = server_ms(redis_client)
     pending.add({"u1": ratings(("10", 4.0))}, seq=1)
-    first_due = redis_client.zscore(keys.REFRESH_DUE, "u1")
+    first_due = entry_due_ms(redis_client, "u1")
     time.sleep(0.02)
     pending.add({"u1": ratings(("10", 4.0), ("11", 3.0))}, seq=2)
-    second_due = redis_client.zscore(keys.REFRESH_DUE, "u1")
+    second_due = entry_due_ms(redis_client, "u1")
     time.sleep(0.05)
     pending.add({"u1": ratings(("10", 4.0), ("11", 3.0), ("12", 5.0))}, seq=3)
-    third_due = redis_client.zscore(keys.REFRESH_DUE, "u1")
+    third_due = entry_due_ms(redis_client, "u1")
 
+    assert redis_client.zscore(keys.REFRESH_DUE, "u1") == first_due
     assert second_due > first_due
     assert third_due >= second_due
     assert third_due <= first_add + 230 + 5  # 5 ms: the add reads the clock after first_add
+
+
+def test_take_moves_readded_user_to_entry_due(redis_client):
+    pending = PendingRefreshes(redis_client, quiet_ms=300, max_delay_ms=10_000)
+    pending.add({"u1": ratings(("10", 4.0))}, seq=1)
+    time.sleep(0.2)
+    pending.add({"u1": ratings(("10", 4.0), ("11", 3.0))}, seq=2)
+    entry_due = entry_due_ms(redis_client, "u1")
+    time.sleep(max(0.0, (redis_client.zscore(keys.REFRESH_DUE, "u1") - server_ms(redis_client)) / 1000) + 0.02)
+
+    early, wait_ms = pending.take_due("job-1", max_users=10)
+    moved_to = redis_client.zscore(keys.REFRESH_DUE, "u1")
+    time.sleep(wait_ms / 1000 + 0.02)
+    late, _ = pending.take_due("job-1", max_users=10)
+
+    assert early == {}
+    assert moved_to == entry_due
+    assert 0 < wait_ms <= 300
+    assert late["u1"].seq == 2
+    assert late["u1"].item_ids == ["10", "11"]
+    assert pending.count() == 0
+
+
+def test_entry_without_due_time_taken_by_score(redis_client):
+    # Entries of earlier releases have "<seq> <first add>" only.
+    body = b'[["10"], [4.0]]'
+    redis_client.hset(keys.REFRESH_PENDING, "u1", b"3 1000\n" + body)
+    redis_client.zadd(keys.REFRESH_DUE, {"u1": 1000})
+
+    taken, _ = PendingRefreshes(redis_client).take_due("job-1", max_users=10)
+
+    assert taken["u1"].seq == 3
+    assert taken["u1"].item_ids == ["10"]
 
 
 def test_user_not_due_is_left_pending(redis_client):
