@@ -14,6 +14,12 @@ Delivery guarantees, given that a crash can happen between any two steps:
   without persistence, or after one entry was added with an id in the future) loses nothing.
 - Refresh jobs are enqueued before the acknowledgement, so a crash between the two repeats the
   refresh rather than losing it.
+
+Inside run(), the refresh enqueue and the acknowledgement of a batch go to a second thread, so
+Redis runs the pending-refresh script while this thread reads and writes the next batch. At
+most one batch is in flight: the next one waits for it before handing over its own, and so do
+requests. A Redis error in that thread reaches the loop at that wait, and the entries it left
+unacknowledged are read again as pending entries.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
@@ -34,7 +41,8 @@ from ingest.ownership import StreamOwnership
 from ingest.refresh_rows import RefreshRows
 from ingest.requests import EnqueueRefresh, restart_requests, serve_requests
 from store.database import AppliedBatch, Database
-from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
+from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, EXPORT_REQUESTS, INGEST_GROUP
+from store.user_rows import UserRows
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +96,9 @@ class IngestConsumer:
         self._read_pending = True  # this consumer's unacknowledged entries come first
         self._totals = {"events": 0, "written": 0, "dead": 0, "batches": 0}
         self._last_summary = time.monotonic()
+        # Set while run() runs: the thread that enqueues refreshes and acknowledges batches.
+        self._publisher: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
 
     # -- loop ----------------------------------------------------------------------------------
 
@@ -100,6 +111,24 @@ class IngestConsumer:
             self.group,
             self.stream,
         )
+        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-publish")
+        try:
+            self._loop(stop_event)
+        finally:
+            try:
+                self._wait_in_flight()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("last batch left unacknowledged, read again at the next start error=%s", exc)
+            self._publisher.shutdown()
+            self._publisher = None
+        self._log_summary(force=True)
+        try:
+            self._ownership.release()
+        except redis.RedisError:
+            log.warning("stream claim not released; it expires by itself", exc_info=True)
+        log.info("ingest consumer stopped consumer=%s", self.consumer_name)
+
+    def _loop(self, stop_event: threading.Event) -> None:
         delay = 0.0
         while not stop_event.is_set():
             try:
@@ -115,13 +144,11 @@ class IngestConsumer:
                 )
                 # A batch read before the error may be unacknowledged: read pending entries again.
                 self._read_pending = True
+                try:
+                    self._wait_in_flight()
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass  # the same outage, logged above
                 stop_event.wait(delay)
-        self._log_summary(force=True)
-        try:
-            self._ownership.release()
-        except redis.RedisError:
-            log.warning("stream claim not released; it expires by itself", exc_info=True)
-        log.info("ingest consumer stopped consumer=%s", self.consumer_name)
 
     def process_once(self) -> int:
         """Serve pending requests, then read and process one batch; return the entries handled.
@@ -130,6 +157,9 @@ class IngestConsumer:
         """
         self._ownership.renew()
         self._ensure_group()
+        if self._in_flight is not None and self.connection.llen(EXPORT_REQUESTS):
+            # Requests read the database and enqueue refreshes as batches do, so one at a time.
+            self._wait_in_flight()
         serve_requests(
             self.connection, self.database, self.settings.exports_dir, self.enqueue_refresh,
             rows=self._refresh_rows,
@@ -265,10 +295,15 @@ class IngestConsumer:
                 len(set(recovered_users)),
             )
 
-        self._enqueue_refresh(list(dict.fromkeys(touched + recovered_users)), seq)
+        users = list(dict.fromkeys(touched + recovered_users))
+        # Read here, because the next batch changes the rating index.
+        user_ratings = self._refresh_rows(users) if users else None
         ack_ids = valid_ids + already_committed
-        if ack_ids:
-            send_packed(self.connection, [("XACK", self.stream, self.group, *ack_ids)])
+        if self._publisher is None:
+            self._publish(user_ratings, seq, ack_ids)
+        else:
+            self._wait_in_flight()
+            self._in_flight = self._publisher.submit(self._publish, user_ratings, seq, ack_ids)
 
         self._totals["events"] += len(entries)
         self._totals["dead"] += len(dead)
@@ -324,10 +359,20 @@ class IngestConsumer:
         for stream_id, _, reason in dead:
             log.info("event dead-lettered reason=%s stream_id=%s", reason, _text(stream_id))
 
-    def _enqueue_refresh(self, user_ids: list[str], seq: int) -> None:
-        if not user_ids:
-            return
-        user_ratings = self._refresh_rows(user_ids)
+    def _wait_in_flight(self) -> None:
+        """Wait for the batch handed to the publishing thread; raise its Redis error, if any."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def _publish(self, user_ratings: UserRows | None, seq: int, ack_ids: list[bytes]) -> None:
+        """Enqueue the refreshes of a committed batch, then acknowledge its entries."""
+        if user_ratings is not None:
+            self._enqueue_refresh(user_ratings, seq)
+        if ack_ids:
+            send_packed(self.connection, [("XACK", self.stream, self.group, *ack_ids)])
+
+    def _enqueue_refresh(self, user_ratings: UserRows, seq: int) -> None:
         try:
             self.enqueue_refresh(user_ratings, seq)
         except (redis.ConnectionError, redis.TimeoutError):

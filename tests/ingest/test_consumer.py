@@ -419,3 +419,65 @@ def test_second_consumer_with_other_database_refused(settings, redis_client, db,
     RatingClient(redis_client).push("bob", 2, 3.0, timestamp=100)
     drain(make_consumer(settings, redis_client, db, refresh))
     assert ratings_of(db, "bob") == {"2": 3.0}
+
+
+def run_until_acknowledged(consumer: IngestConsumer, redis_client, n_events: int) -> None:
+    """Run the consumer's loop in a thread until the group has read and acknowledged n_events."""
+    stop = threading.Event()
+    worker = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            groups = redis_client.xinfo_groups(EVENTS_STREAM)
+            done = groups and groups[0]["pending"] == 0 and int(groups[0].get("entries-read") or 0) >= n_events
+            if done:
+                break
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+
+
+def test_run_publishes_batches_in_order(settings, redis_client, db, refresh):
+    client = RatingClient(redis_client)
+    client.push_many(
+        {"user_id": f"u{n % 30}", "item_id": n, "rating": 1.0 + n % 5, "timestamp": 100 + n}
+        for n in range(450)
+    )
+    consumer = make_consumer(settings, redis_client, db, refresh)
+
+    run_until_acknowledged(consumer, redis_client, 450)
+
+    seqs = [seq for _, seq in refresh.calls]
+    assert len(seqs) >= 5  # batches of at most 100
+    assert seqs == sorted(seqs)
+    assert set(refresh.users()) == {f"u{n}" for n in range(30)}
+    assert sum(len(ratings_of(db, f"u{n}")) for n in range(30)) == 450
+    assert pending_count(redis_client) == 0
+
+
+def test_publisher_redis_error_loses_nothing(settings, redis_client, db, refresh, caplog):
+    client = RatingClient(redis_client)
+    client.push_many(
+        {"user_id": f"u{n % 7}", "item_id": n, "rating": 3.0, "timestamp": 100} for n in range(250)
+    )
+    failures = []
+
+    def fail_once(user_ratings, seq):
+        if not failures:
+            failures.append(seq)
+            raise redis.ConnectionError("connection reset while enqueueing")
+        refresh(user_ratings, seq)
+
+    consumer = make_consumer(settings, redis_client, db, fail_once)
+    with caplog.at_level(logging.WARNING, logger="ingest.consumer"):
+        run_until_acknowledged(consumer, redis_client, 250)
+
+    assert failures == [1]
+    assert any(message.startswith("redis unavailable, retrying") for message in caplog.messages)
+    # The failed batch's users were refreshed after it was read again as pending entries.
+    assert set(refresh.users()) == {f"u{n}" for n in range(7)}
+    assert sum(len(ratings_of(db, f"u{n}")) for n in range(7)) == 250
+    assert pending_count(redis_client) == 0
