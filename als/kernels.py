@@ -417,16 +417,6 @@ def tile_row_width(K):
     return ((K + 2 + LANES - 1) // LANES) * LANES
 
 
-@njit(cache=True, nogil=True)
-def block_split(K):
-    """Return K rounded up to a multiple of LANES: the column where the register blocks of G end.
-
-    accumulate_gram stores the Gram sum of entries a <= b of an extended row at G[a, b] when
-    b < block_split(K) and at G[b, a] otherwise (gram_entry reads it back).
-    """
-    return ((K + LANES - 1) // LANES) * LANES
-
-
 @njit(cache=True, nogil=True, parallel=True)
 def pad_factors(factors):
     """Return float32 (C, P) rows [w_c, 1, 0, ...] with P = padded_width(K).
@@ -444,40 +434,30 @@ def pad_factors(factors):
 
 
 @njit(cache=True, nogil=True)
-def gram_entry(G, a, b, split):
-    """Return sum_q t_a t_b from accumulate_gram's G for a <= b, with split = block_split(K)."""
-    if b < split:
-        return G[a, b]
-    return G[b, a]
-
-
-@njit(cache=True, nogil=True)
 def accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_mean, K, G, T):
     """Set G to the Gram sums of t = (w, 1, y) over the entries start..stop of one row; return sum y^2.
 
     w is the column's factor row, 1 the bias column and y = rating - global_mean - bias of the
-    column, so the sums contain sum w w^T, the bias column sum w, g = sum (w, 1) y and sum y^2.
-    The sum for a <= b <= K + 1 is gram_entry(G, a, b, block_split(K)), except sum y^2 (a = b =
-    K + 1), which is summed in float64 across tiles and returned.
+    column. G[a, b] for b <= a <= K + 1 is sum t_a t_b, so G[:K+1, :K+1] contains the lower
+    triangle of sum w w^T with the bias row sum w, and G[K + 1, :K+1] contains g = sum (w, 1) y.
+    Only sum y^2 (a = b = K + 1) is left out of G: it is summed in float64 across tiles and
+    returned.
 
     The entries are copied in tiles into T, one row t per entry. Each register block of G then
     sweeps a whole tile with its partial sums in registers (outer products of t with itself), and
-    adds them to G once per tile. Rows and columns below the split go in blocks of BLOCK_ROWS by
-    BLOCK_VECTORS * LANES over the upper triangle, rounded out to whole blocks. The two rows K and
-    K + 1 past the split, when the split leaves them out, take all columns, which gives the
-    lower-triangle copies of the bias column and g.
-    G: float32 (Q, Q) with Q = tile_row_width(K), every entry written. T: float32 (tile, Q)
-    scratch. padded: float32 (C, P) from pad_factors.
+    adds them to G once per tile. A block of rows i..i+3 covers the columns up to the vector that
+    contains its diagonal, so it computes a few unread sums above the diagonal.
+    G: float32 (Q, Q) with Q = tile_row_width(K). T: float32 (tile, Q) scratch. padded:
+    float32 (C, P) from pad_factors.
     """
     P = padded.shape[1]
     Q = T.shape[1]
     tile = T.shape[0]
-    split = block_split(K)
     y_index = K + 1
     for i in range(Q):
         for j in range(Q):
             G[i, j] = 0.0
-    # Columns past P hold only zeros and y, so they are cleared once here and y is set per entry.
+    # Columns past P contain only zeros and y, so they are cleared once here and y is set per entry.
     for q in range(tile):
         for k in range(P, Q):
             T[q, k] = 0.0
@@ -500,24 +480,24 @@ def accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_me
                 Tq[k] = row[k]
             Tq[y_index] = np.float32(ratings[first + q] - global_mean - other_bias[column])
 
-        # Upper triangle of the leading split x split block. A block of rows i..i+3 starts at the
-        # vector that holds column i, so it computes a few sums below the diagonal, unread.
-        for i in range(0, split, BLOCK_ROWS):
-            j = i // LANES * LANES
-            while j + BLOCK_VECTORS * LANES <= split:
-                gram_block_4x2(T, m, i, j, G)
-                j += BLOCK_VECTORS * LANES
-            while j < split:
-                gram_block_4x1(T, m, i, j, G)
-                j += LANES
-        if split <= y_index:
+        for i in range(0, K + 2, BLOCK_ROWS):
+            stop_column = (i + BLOCK_ROWS + LANES - 1) // LANES * LANES
             j = 0
-            while j + 4 * LANES <= Q:
-                gram_block_2x4(T, m, split, j, G)
-                j += 4 * LANES
-            while j < Q:
-                gram_block_2x1(T, m, split, j, G)
-                j += LANES
+            if K + 2 - i > 2:
+                while j + BLOCK_VECTORS * LANES <= stop_column:
+                    gram_block_4x2(T, m, i, j, G)
+                    j += BLOCK_VECTORS * LANES
+                while j < stop_column:
+                    gram_block_4x1(T, m, i, j, G)
+                    j += LANES
+            else:
+                # The last one or two rows, so the zero rows past K + 1 cost no sums.
+                while j + 4 * LANES <= stop_column:
+                    gram_block_2x4(T, m, i, j, G)
+                    j += 4 * LANES
+                while j < stop_column:
+                    gram_block_2x1(T, m, i, j, G)
+                    j += LANES
 
         # sum y^2 goes to float64 per tile, because the squared error subtracts nearly equal
         # terms from it.
@@ -642,13 +622,14 @@ def solve_row_fast(
     stop = indptr[row + 1]
     sum_y2 = accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_mean, K, G, T)
 
-    # A gets the lower triangle of sum w w^T, and g and x get sum w y (y is entry K + 1).
-    split = block_split(K)
+    # A gets the lower triangle of sum w w^T, and g and x get sum w y (row K + 1 of G).
     for i in range(n):
-        g[i] = gram_entry(G, i, K + 1, split)
+        g[i] = G[K + 1, i]
         x[i] = g[i]
+        Gi = G[i]
+        Ai = A[i]
         for j in range(i + 1):
-            A[i, j] = gram_entry(G, j, i, split)
+            Ai[j] = Gi[j]
 
     tau = add_penalties(A, x, K, stop - start, reg_factors, reg_exponent, reg_bias, prior, row)
 
