@@ -202,46 +202,43 @@ def _gather_since(users, since, indptr, items, stars, seqs, row_max_seq, head, n
 
     The stored part of a row comes first, in item order, then the extras in the order of their
     chain, so rows are not sorted by item. The stored part is scanned only when its largest seq
-    (row_max_seq) is above `since`. Each row is read once, into outputs that grow by doubling,
-    because a second pass over rows scattered across the CSR cost as much as the first.
-    Returns (offsets, items, stars).
+    (row_max_seq) is above `since`. Returns (offsets, items, stars).
     """
     n_csr_users = indptr.shape[0] - 1
     offsets = np.zeros(users.shape[0] + 1, dtype=np.int64)
-    out_items = np.empty(max(16, 2 * users.shape[0]), dtype=np.int32)
-    out_stars = np.empty(out_items.shape[0], dtype=np.float32)
-    position = 0
     for k in range(users.shape[0]):
         user = users[k]
+        count = 0
         if user < n_csr_users and row_max_seq[user] > since:
             for source in range(indptr[user], indptr[user + 1]):
                 if seqs[source] > since:
-                    if position == out_items.shape[0]:
-                        out_items, out_stars = _grown(out_items, out_stars)
+                    count += 1
+        extra = head[user]
+        while extra >= 0:
+            if extra_seqs[extra] > since:
+                count += 1
+            extra = next_extra[extra]
+        offsets[k + 1] = offsets[k] + count
+
+    out_items = np.empty(offsets[-1], dtype=np.int32)
+    out_stars = np.empty(offsets[-1], dtype=np.float32)
+    for k in range(users.shape[0]):
+        user = users[k]
+        position = offsets[k]
+        if user < n_csr_users and row_max_seq[user] > since:
+            for source in range(indptr[user], indptr[user + 1]):
+                if seqs[source] > since:
                     out_items[position] = items[source]
                     out_stars[position] = stars[source]
                     position += 1
         extra = head[user]
         while extra >= 0:
             if extra_seqs[extra] > since:
-                if position == out_items.shape[0]:
-                    out_items, out_stars = _grown(out_items, out_stars)
                 out_items[position] = extra_items[extra]
                 out_stars[position] = extra_stars[extra]
                 position += 1
             extra = next_extra[extra]
-        offsets[k + 1] = position
-    return offsets, out_items[:position].copy(), out_stars[:position].copy()
-
-
-@numba.njit(cache=True)
-def _grown(items, stars):
-    """Return copies of two parallel arrays with twice the length, the old values first."""
-    grown_items = np.empty(2 * items.shape[0], dtype=items.dtype)
-    grown_stars = np.empty(2 * stars.shape[0], dtype=stars.dtype)
-    grown_items[: items.shape[0]] = items
-    grown_stars[: stars.shape[0]] = stars
-    return grown_items, grown_stars
+    return offsets, out_items, out_stars
 
 
 @numba.njit(cache=True)
