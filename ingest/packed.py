@@ -28,9 +28,20 @@ def send_packed(connection: redis.Redis, commands: Sequence[Sequence[Argument]])
         packed = [b"".join([_PACK_COMMAND(tuple(command)) for command in commands])]
     else:
         packed = pooled.pack_commands(commands)
+    return _send(pool, pooled, packed, len(commands))
+
+
+def send_payload(connection: redis.Redis, payload: bytes, count: int) -> list:
+    """Send `count` commands already encoded in the Redis protocol (RESP) in `payload`, as
+    send_packed does, and return their replies in order."""
+    pool = connection.connection_pool
+    return _send(pool, _pooled_connection(pool), [payload], count)
+
+
+def _send(pool: redis.ConnectionPool, pooled, packed: list[bytes], count: int) -> list:
     try:
         pooled.send_packed_command(packed)
-        replies = [pooled.read_response() for _ in commands]
+        replies = [pooled.read_response() for _ in range(count)]
     except BaseException:
         # Replies left unread would be read as the replies to the next command.
         pooled.disconnect()

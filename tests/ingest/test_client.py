@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
+import hiredis
 import pytest
 import redis
 
-from ingest.client import RatingClient
+from ingest.client import RatingClient, xadd_payload
 from ingest.events import RatingEvent
 from store.errors import InvalidEventError
 from store.keys import EVENTS_STREAM
@@ -100,8 +103,42 @@ def test_push_many_without_hiredis_packing(redis_client: redis.Redis, monkeypatc
     # hiredis before 2.2.1 has no pack_command; redis-py then packs the same commands.
     monkeypatch.setattr("ingest.packed._PACK_COMMAND", None)
     events = [{"user_id": "u", "item_id": str(n), "rating": 3.0, "timestamp": n} for n in range(3)]
+    # An event_id takes an event off the column path, so the commands go through packing.
+    events[1]["event_id"] = "e-1"
     stream_ids = RatingClient(redis_client).push_many(events)
 
     stored = entries(redis_client)
     assert [stream_id for stream_id, _ in stored] == stream_ids
     assert [fields["item_id"] for _, fields in stored] == ["0", "1", "2"]
+    assert stored[1][1]["event_id"] == "e-1"
+
+
+@pytest.mark.parametrize("stream", [EVENTS_STREAM, "ström %d:events"])
+@pytest.mark.parametrize("with_timestamp", [True, False])
+def test_xadd_payload_matches_hiredis(stream: str, with_timestamp: bool):
+    rng = random.Random(7)
+    columns = [
+        [f"u{rng.randrange(10**rng.randrange(1, 9))}" for _ in range(200)],
+        ["".join(rng.choice("ab%c:!~") for _ in range(rng.randrange(1, 12))) for _ in range(200)],
+        [repr(rng.randrange(1, 11) / 2) for _ in range(200)],
+    ]
+    if with_timestamp:
+        columns.append([str(rng.randrange(0, 2**40)) for _ in range(200)])
+    names = ["user_id", "item_id", "rating", "timestamp"][: len(columns)]
+    expected = b"".join(
+        hiredis.pack_command(("XADD", stream, "*", *[part for pair in zip(names, row) for part in pair]))
+        for row in zip(*columns)
+    )
+
+    assert xadd_payload(stream, columns) == expected
+
+
+def test_push_many_to_named_stream(redis_client: redis.Redis):
+    stream = "ström %d:events"
+    events = [{"user_id": f"u{n}", "item_id": "7", "rating": 2.5, "timestamp": 10 + n} for n in range(5)]
+
+    stream_ids = RatingClient(redis_client, stream=stream).push_many(events)
+
+    stored = redis_client.xrange(stream)
+    assert [stream_id.decode() for stream_id, _ in stored] == stream_ids
+    assert stored[4][1] == {b"user_id": b"u4", b"item_id": b"7", b"rating": b"2.5", b"timestamp": b"14"}
