@@ -41,7 +41,9 @@ class RefreshRows:
         self._watermark: int | None = None
 
     def __call__(self, user_ids: Sequence[str]) -> UserRows:
-        return self.database.user_rows(user_ids, since_seq=self.base())
+        base = self.base()
+        self.database.keep_recent_after(base)
+        return self.database.user_rows(user_ids, since_seq=base)
 
     def base(self) -> int | None:
         """Return the watermark that entries are relative to now, or None for complete ratings."""

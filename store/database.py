@@ -113,6 +113,7 @@ class Database:
         # needs no query for it. Only the owner of the file keeps the index.
         self._committed_seq: int | None = None
         self._last_touched: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int32))
+        self._keep_after: int | None = None
         self._pending_changes = 0
         if not read_only:
             self._con.execute(SCHEMA_SQL)
@@ -147,8 +148,17 @@ class Database:
         )
         log.info("rating index loaded ratings=%d users=%d items=%d seconds=%.1f",
                  index.n_ratings, index.n_users, index.n_items, time.perf_counter() - started)
+        index.keep_after = self._keep_after
         self._index = index
         self._pending_changes = 0
+
+    def keep_recent_after(self, seq: int | None) -> None:
+        """Keep ratings written after batch `seq` out of the rating index's merges while they are
+        most of its recent additions, so user_rows(since_seq=seq) stays cheap. None allows every
+        merge. Does nothing without the index."""
+        self._keep_after = seq
+        if self._index is not None:
+            self._index.keep_after = seq
 
     @property
     def keeps_index(self) -> bool:

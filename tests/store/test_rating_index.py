@@ -276,3 +276,26 @@ def test_rows_since_match_sql(tmp_path: Path, seed: int, small_thresholds):
         assert got[since] == expected[since], since
     assert got[12] == {}
     assert 0 < len(got[11]) < len(got[0])
+
+
+def test_merge_waits_while_extras_are_newer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(store.rating_index, "MERGE_MIN", 10)
+    with Database(tmp_path / "streamrec.duckdb", keep_index=True) as db:
+        db.apply_rating_columns(["a"] * 20, [f"i{k}" for k in range(20)], np.ones(20, np.float32), np.ones(20))
+        index = db._index
+        merged_at_first = index._n_extra
+        db.keep_recent_after(1)
+        for batch in range(2, 5):
+            items = [f"j{batch}-{k}" for k in range(6)]
+            db.apply_rating_columns(["b"] * 6, items, np.full(6, 2.0, np.float32), np.full(6, batch))
+        deferred = index._n_extra
+        rows = db.user_rows(["a", "b"], since_seq=1)
+        # Past twice the threshold the merge runs anyway.
+        db.apply_rating_columns(["c"] * 6, [f"k{k}" for k in range(6)], np.ones(6, np.float32), np.full(6, 9))
+        after_limit = index._n_extra
+
+    assert merged_at_first == 0
+    assert deferred == 18
+    assert list(rows) == ["b"]
+    assert len(rows.row("b")[0]) == 18
+    assert after_limit == 0
