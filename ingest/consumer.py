@@ -157,7 +157,11 @@ class IngestConsumer:
         """
         self._ownership.renew()
         self._ensure_group()
-        if self._in_flight is not None and self.connection.llen(EXPORT_REQUESTS):
+        # A finished batch is collected here too, so its Redis error reaches the loop even while
+        # no new batch arrives. Its entries would otherwise stay unacknowledged until one does.
+        if self._in_flight is not None and (
+            self._in_flight.done() or self.connection.llen(EXPORT_REQUESTS)
+        ):
             # Requests read the database and enqueue refreshes as batches do, so one at a time.
             self._wait_in_flight()
         serve_requests(

@@ -481,3 +481,38 @@ def test_publisher_redis_error_loses_nothing(settings, redis_client, db, refresh
     assert set(refresh.users()) == {f"u{n}" for n in range(7)}
     assert sum(len(ratings_of(db, f"u{n}")) for n in range(7)) == 250
     assert pending_count(redis_client) == 0
+
+
+def test_publisher_redis_error_retried_while_idle(settings, redis_client, db, refresh):
+    # The only batch fails in the publishing thread, and no event follows it: the loop must
+    # still read the batch again rather than leave it unacknowledged until the next one.
+    RatingClient(redis_client).push_many(
+        {"user_id": f"u{n % 7}", "item_id": n, "rating": 3.0, "timestamp": 100} for n in range(50)
+    )
+    failures = []
+
+    def fail_once(user_ratings, seq):
+        if not failures:
+            failures.append(seq)
+            raise redis.ConnectionError("connection reset while enqueueing")
+        refresh(user_ratings, seq)
+
+    consumer = make_consumer(settings, redis_client, db, fail_once)
+    stop = threading.Event()
+    loop = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            groups = redis_client.xinfo_groups(EVENTS_STREAM)
+            if groups and groups[0]["pending"] == 0 and int(groups[0].get("entries-read") or 0) >= 50:
+                break
+            time.sleep(0.01)
+        unacknowledged = pending_count(redis_client)
+    finally:
+        stop.set()
+        loop.join(timeout=60)
+
+    assert failures == [1]
+    assert unacknowledged == 0
+    assert set(refresh.users()) == {f"u{n}" for n in range(7)}
