@@ -41,7 +41,7 @@ from ingest.ownership import StreamOwnership
 from ingest.refresh_rows import RefreshRows
 from ingest.requests import EnqueueRefresh, restart_requests, serve_requests
 from store.database import AppliedBatch, Database
-from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, EXPORT_REQUESTS, INGEST_GROUP
+from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
 from store.user_rows import UserRows
 from store.settings import Settings
 
@@ -159,14 +159,14 @@ class IngestConsumer:
         self._ensure_group()
         # A finished batch is collected here too, so its Redis error reaches the loop even while
         # no new batch arrives. Its entries would otherwise stay unacknowledged until one does.
-        if self._in_flight is not None and (
-            self._in_flight.done() or self.connection.llen(EXPORT_REQUESTS)
-        ):
-            # Requests read the database and enqueue refreshes as batches do, so one at a time.
+        if self._in_flight is not None and self._in_flight.done():
             self._wait_in_flight()
+        # Requests read the database and enqueue refreshes as batches do, so a taken request
+        # waits for the batch in flight. A look at the list before taking one missed requests
+        # pushed in between, and the batch's entries could then replace a refold's of equal seq.
         serve_requests(
             self.connection, self.database, self.settings.exports_dir, self.enqueue_refresh,
-            rows=self._refresh_rows,
+            rows=self._refresh_rows, before_serving=self._wait_in_flight,
         )
 
         # A batch allocates a few objects per entry and frees them all at its end, none of them

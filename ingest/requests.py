@@ -34,13 +34,16 @@ def serve_requests(
     enqueue_refresh: EnqueueRefresh,
     max_requests: int = 10,
     rows: ReadRows | None = None,
+    before_serving: Callable[[], object] | None = None,
 ) -> int:
     """Take and serve up to `max_requests` pending requests without blocking; return how many.
 
     A request moves to a serving list while it is served and leaves it when done, so a consumer
     killed midway serves it again after restart_requests. A malformed request is logged and
     dropped. A failed export gets a reply carrying its error. A refold reads each user's ratings
-    with `rows`, by default their complete ratings.
+    with `rows`, by default their complete ratings. `before_serving` is called after a request
+    is taken and before it is served. When it raises, the request goes back to the front of
+    the queue.
     """
     rows = rows or database.user_rows
     served = 0
@@ -48,6 +51,14 @@ def serve_requests(
         raw = connection.lmove(EXPORT_REQUESTS, EXPORT_REQUESTS_SERVING, "LEFT", "RIGHT")
         if raw is None:
             break
+        if before_serving is not None:
+            try:
+                before_serving()
+            except BaseException:
+                # NOTE: when Redis is down here too, the request stays in the serving list
+                # until the next consumer start queues it again.
+                connection.lmove(EXPORT_REQUESTS_SERVING, EXPORT_REQUESTS, "RIGHT", "LEFT")
+                raise
         served += 1
         try:
             _serve_one(connection, database, exports_dir, enqueue_refresh, rows, raw)

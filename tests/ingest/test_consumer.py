@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import redis
 
 from ingest.client import RatingClient
 from ingest.consumer import IngestConsumer
+from ingest.requests import serve_requests
 from store.database import Database, read_export
 from store.errors import ConsumerConflictError, ExportTimeoutError
 from store.exports import request_export, request_refold
@@ -516,3 +518,55 @@ def test_publisher_redis_error_retried_while_idle(settings, redis_client, db, re
     assert failures == [1]
     assert unacknowledged == 0
     assert set(refresh.users()) == {f"u{n}" for n in range(7)}
+
+
+def test_request_waits_for_batch_in_flight(settings, redis_client, db):
+    # A refold request that arrives just before the consumer takes it from the list must still
+    # wait for the batch in flight. Both enqueue at the same seq, so the later add wins, and a
+    # batch entry relative to the snapshot before a rollback would replace the refold's entry.
+    RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
+    release = threading.Event()
+    calls: list[str] = []
+
+    def enqueue(user_ratings, seq):
+        if threading.current_thread() is threading.main_thread():
+            calls.append(f"refold at seq {seq}")
+        else:
+            release.wait(timeout=10)
+            calls.append(f"batch at seq {seq}")
+
+    consumer = make_consumer(settings, redis_client, db, enqueue)
+    real_lmove = consumer.connection.lmove
+
+    def request_then_lmove(*args):
+        if args[0] == EXPORT_REQUESTS and not calls:
+            request_refold(redis_client, 0)  # arrives after any earlier look at the list
+        return real_lmove(*args)
+
+    consumer._publisher = ThreadPoolExecutor(max_workers=1)
+    try:
+        assert consumer.process_once() == 1  # the batch is in flight, its enqueue held back
+        consumer.connection.lmove = request_then_lmove
+        threading.Timer(0.3, release.set).start()
+        consumer.process_once()
+        consumer._wait_in_flight()
+    finally:
+        release.set()
+        consumer._publisher.shutdown()
+        consumer._publisher = None
+
+    assert calls == ["batch at seq 1", "refold at seq 1"]
+
+
+def test_request_requeued_when_wait_fails(settings, redis_client, db, refresh):
+    request_refold(redis_client, 0)
+
+    def fail():
+        raise redis.ConnectionError("connection reset while enqueueing")
+
+    with pytest.raises(redis.ConnectionError):
+        serve_requests(redis_client, db, settings.exports_dir, refresh, before_serving=fail)
+
+    assert redis_client.llen(EXPORT_REQUESTS) == 1
+    assert redis_client.llen(EXPORT_REQUESTS_SERVING) == 0
+    assert refresh.calls == []
