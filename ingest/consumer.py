@@ -208,6 +208,9 @@ class IngestConsumer:
         count = self.settings.ingest_batch_size
         try:
             if self._read_pending:
+                # Entries of the batch in flight stay pending until it acknowledges them, and
+                # would be read and refreshed a second time.
+                self._wait_in_flight()
                 entries = self._xreadgroup("0", count, block=None)
                 if entries:
                     return entries, True

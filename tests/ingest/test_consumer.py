@@ -570,3 +570,26 @@ def test_request_requeued_when_wait_fails(settings, redis_client, db, refresh):
     assert redis_client.llen(EXPORT_REQUESTS) == 1
     assert redis_client.llen(EXPORT_REQUESTS_SERVING) == 0
     assert refresh.calls == []
+
+
+def test_pending_entries_processed_once(settings, redis_client, db, refresh, caplog):
+    # A consumer killed after reading a batch left its entries pending. Re-reading them must
+    # not return the batch again while its acknowledgement is still in flight.
+    RatingClient(redis_client).push_many(
+        {"user_id": f"u{n % 7}", "item_id": n, "rating": 3.0, "timestamp": 100} for n in range(50)
+    )
+    redis_client.xgroup_create(EVENTS_STREAM, INGEST_GROUP, id="0")
+    redis_client.xreadgroup(INGEST_GROUP, "ingest-1", {EVENTS_STREAM: ">"}, count=100)
+
+    def slow_enqueue(user_ratings, seq):
+        time.sleep(0.2)
+        refresh(user_ratings, seq)
+
+    consumer = make_consumer(settings, redis_client, db, slow_enqueue)
+    with caplog.at_level(logging.INFO, logger="ingest.consumer"):
+        run_until_acknowledged(consumer, redis_client, 50)
+
+    recovered = [message for message in caplog.messages if "acknowledged after restart" in message]
+    assert recovered == []
+    assert len(refresh.calls) == 1
+    assert sum(len(ratings_of(db, f"u{n}")) for n in range(7)) == 50
