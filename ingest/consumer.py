@@ -18,8 +18,9 @@ Delivery guarantees, given that a crash can happen between any two steps:
 Inside run(), the refresh enqueue and the acknowledgement of a batch go to a second thread, so
 Redis runs the pending-refresh script while this thread reads and writes the next batch. At
 most one batch is in flight: the next one waits for it before handing over its own, and so do
-requests. A Redis error in that thread reaches the loop at that wait, and the entries it left
-unacknowledged are read again as pending entries.
+a request taken from the request list and a read of pending entries. A Redis error in that
+thread reaches the loop at such a wait, or at the next process_once() once the thread has
+finished, and the entries it left unacknowledged are read again as pending entries.
 """
 
 from __future__ import annotations
