@@ -39,10 +39,13 @@ class UserRows(Mapping):
         # The same ids encoded by store.rating_index.encode_ids, when the caller has them.
         self.encoded_item_ids = encoded_item_ids
         self.since_seq = since_seq
-        self._row_of = {user_id: row for row, user_id in enumerate(user_ids)}
+        # Built on the first lookup by id: the consumer hands whole blocks on and never looks up.
+        self._row_of: dict[str, int] | None = None
 
     def row(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Return one user's (item_idx, stars)."""
+        if self._row_of is None:
+            self._row_of = {user_id: row for row, user_id in enumerate(self.user_ids)}
         row = self._row_of[user_id]
         start, stop = self.offsets[row], self.offsets[row + 1]
         return self.item_idx[start:stop], self.ratings[start:stop]
