@@ -460,19 +460,25 @@ def test_run_publishes_batches_in_order(settings, redis_client, db, refresh):
     assert pending_count(redis_client) == 0
 
 
-def test_publisher_redis_error_loses_nothing(settings, redis_client, db, refresh, caplog):
-    client = RatingClient(redis_client)
-    client.push_many(
-        {"user_id": f"u{n % 7}", "item_id": n, "rating": 3.0, "timestamp": 100} for n in range(250)
-    )
-    failures = []
+def failing_once(refresh, failures: list[int]):
+    """Wrap `refresh` so that its first call raises a Redis connection error, recording its seq."""
 
-    def fail_once(user_ratings, seq):
+    def enqueue(user_ratings, seq):
         if not failures:
             failures.append(seq)
             raise redis.ConnectionError("connection reset while enqueueing")
         refresh(user_ratings, seq)
 
+    return enqueue
+
+
+def test_publisher_redis_error_loses_nothing(settings, redis_client, db, refresh, caplog):
+    client = RatingClient(redis_client)
+    client.push_many(
+        {"user_id": f"u{n % 7}", "item_id": n, "rating": 3.0, "timestamp": 100} for n in range(250)
+    )
+    failures: list[int] = []
+    fail_once = failing_once(refresh, failures)
     consumer = make_consumer(settings, redis_client, db, fail_once)
     with caplog.at_level(logging.WARNING, logger="ingest.consumer"):
         run_until_acknowledged(consumer, redis_client, 250)
@@ -491,14 +497,8 @@ def test_publisher_redis_error_retried_while_idle(settings, redis_client, db, re
     RatingClient(redis_client).push_many(
         {"user_id": f"u{n % 7}", "item_id": n, "rating": 3.0, "timestamp": 100} for n in range(50)
     )
-    failures = []
-
-    def fail_once(user_ratings, seq):
-        if not failures:
-            failures.append(seq)
-            raise redis.ConnectionError("connection reset while enqueueing")
-        refresh(user_ratings, seq)
-
+    failures: list[int] = []
+    fail_once = failing_once(refresh, failures)
     consumer = make_consumer(settings, redis_client, db, fail_once)
     stop = threading.Event()
     loop = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
