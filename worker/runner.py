@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 
@@ -31,6 +32,10 @@ PENDING_CHECK_SECONDS = 5.0
 # Seconds between two of rq's maintenance passes, which find a job abandoned by a dead worker
 # (once its timeout has passed) and retry it. rq's default is 600 s; refresh jobs hold users.
 MAINTENANCE_INTERVAL_SECONDS = 60
+# rq's work loop returns on any error it does not expect, a lost Redis connection included.
+# The worker then starts a new one after this delay, doubled after each failure up to the max.
+RESTART_FIRST_DELAY = 0.5
+RESTART_MAX_DELAY = 10.0
 
 
 class PendingCheck(threading.Thread):
@@ -124,19 +129,67 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         periodic.start()
         log.info("periodic retrain on interval_seconds=%s", settings.retrain_interval_seconds)
 
-    worker = SimpleWorker(
-        queues, connection=connection, serializer=JSONSerializer,
-        maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
-    )
-    log.info("worker started queues=%s", ",".join(q.name for q in queues))
     try:
-        worker.work(burst=burst, logging_level="INFO")
+        work_until_stopped(connection, queues, burst)
     finally:
         if periodic is not None:
             periodic.stop()
         if pending_check is not None:
             pending_check.stop()
         log.info("worker stopped")
+
+
+def work_until_stopped(connection: redis.Redis, queues: list, burst: bool) -> None:
+    """Run SimpleWorkers on `queues` one after another until one stops on request or ends a burst.
+
+    rq's work loop returns after an error it does not handle, such as a Redis restart, which
+    used to end the process and leave the users of a running refresh job taken until a worker
+    started again. A new worker, with a new name, then takes over after a delay, and rq's
+    retry of the interrupted job finds those users in its taken hash.
+    """
+    stop = threading.Event()
+    delay = RESTART_FIRST_DELAY
+    while True:
+        worker = SimpleWorker(
+            queues, connection=connection, serializer=JSONSerializer,
+            maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
+        )
+        log.info("worker started name=%s queues=%s", worker.name, ",".join(q.name for q in queues))
+        started = time.monotonic()
+        try:
+            worker.work(burst=burst, logging_level="INFO")
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Raised before rq's own loop runs, while it registers the worker.
+            log.warning("worker could not start error=%s", exc)
+        else:
+            if burst or stop_requested(worker):
+                return
+        if time.monotonic() - started > 60:
+            delay = RESTART_FIRST_DELAY
+        log.warning("worker stopped without a stop request, starting a new one delay_seconds=%.1f", delay)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if stop.wait(delay):
+                log.info("worker stop requested while waiting to restart")
+                return
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        delay = min(delay * 2, RESTART_MAX_DELAY)
+
+
+def stop_requested(worker: SimpleWorker) -> bool:
+    """Return whether a SIGINT or SIGTERM asked `worker` to stop.
+
+    rq 3.0 records the time of the request in `_shutdown_requested_date`, and `_stop_requested`
+    when the request came during a job. Neither is public, so a worker without both attributes
+    (another rq release) counts as stopped on request, and the process ends as it did before.
+    """
+    if not hasattr(worker, "_shutdown_requested_date") or not hasattr(worker, "_stop_requested"):
+        return True
+    return worker._shutdown_requested_date is not None or bool(worker._stop_requested)
 
 
 def warm_up_kernels() -> None:
