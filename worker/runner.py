@@ -36,6 +36,8 @@ MAINTENANCE_INTERVAL_SECONDS = 60
 # The worker then starts a new one after this delay, doubled after each failure up to the max.
 RESTART_FIRST_DELAY = 0.5
 RESTART_MAX_DELAY = 10.0
+# A worker that ran this many seconds before it ended restarts after the first delay again.
+RESTART_RESET_SECONDS = 60.0
 
 
 class PendingCheck(threading.Thread):
@@ -142,9 +144,9 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
 def work_until_stopped(connection: redis.Redis, queues: list, burst: bool) -> None:
     """Run SimpleWorkers on `queues` one after another until one stops on request or ends a burst.
 
-    rq's work loop returns after an error it does not handle, such as a Redis restart, which
-    used to end the process and leave the users of a running refresh job taken until a worker
-    started again. A new worker, with a new name, then takes over after a delay, and rq's
+    rq's work loop returns after an error it does not handle, such as a Redis restart. Ending the
+    process there would leave the users of a running refresh job taken until someone started a
+    worker again. Instead a new worker, with a new name, takes over after a delay, and rq's
     retry of the interrupted job finds those users in its taken hash.
     """
     stop = threading.Event()
@@ -164,7 +166,7 @@ def work_until_stopped(connection: redis.Redis, queues: list, burst: bool) -> No
         else:
             if burst or stop_requested(worker):
                 return
-        if time.monotonic() - started > 60:
+        if time.monotonic() - started > RESTART_RESET_SECONDS:
             delay = RESTART_FIRST_DELAY
         log.warning("worker stopped without a stop request, starting a new one delay_seconds=%.1f", delay)
         previous = {}

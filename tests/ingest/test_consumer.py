@@ -423,23 +423,31 @@ def test_second_consumer_with_other_database_refused(settings, redis_client, db,
     assert ratings_of(db, "bob") == {"2": 3.0}
 
 
-def run_until_acknowledged(consumer: IngestConsumer, redis_client, n_events: int) -> None:
-    """Run the consumer's loop in a thread until the group has read and acknowledged n_events."""
+def acknowledged_all(redis_client, n_events: int) -> bool:
+    """Whether the ingest group has read at least n_events and has none unacknowledged."""
+    groups = redis_client.xinfo_groups(EVENTS_STREAM)
+    return bool(groups) and groups[0]["pending"] == 0 and int(groups[0].get("entries-read") or 0) >= n_events
+
+
+def run_until_acknowledged(consumer: IngestConsumer, redis_client, n_events: int, timeout: float = 60) -> int:
+    """Run the consumer's loop in a thread until the group has read and acknowledged n_events, or
+    for `timeout` seconds. Stop it, and return how many entries were unacknowledged just before
+    the stop, which flushes the batch in flight."""
     stop = threading.Event()
     worker = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
     worker.start()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            groups = redis_client.xinfo_groups(EVENTS_STREAM)
-            done = groups and groups[0]["pending"] == 0 and int(groups[0].get("entries-read") or 0) >= n_events
-            if done:
+            if acknowledged_all(redis_client, n_events):
                 break
             time.sleep(0.01)
+        unacknowledged = pending_count(redis_client)
     finally:
         stop.set()
         worker.join(timeout=60)
     assert not worker.is_alive()
+    return unacknowledged
 
 
 def test_run_publishes_batches_in_order(settings, redis_client, db, refresh):
@@ -500,20 +508,8 @@ def test_publisher_redis_error_retried_while_idle(settings, redis_client, db, re
     failures: list[int] = []
     fail_once = failing_once(refresh, failures)
     consumer = make_consumer(settings, redis_client, db, fail_once)
-    stop = threading.Event()
-    loop = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
-    loop.start()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            groups = redis_client.xinfo_groups(EVENTS_STREAM)
-            if groups and groups[0]["pending"] == 0 and int(groups[0].get("entries-read") or 0) >= 50:
-                break
-            time.sleep(0.01)
-        unacknowledged = pending_count(redis_client)
-    finally:
-        stop.set()
-        loop.join(timeout=60)
+
+    unacknowledged = run_until_acknowledged(consumer, redis_client, 50, timeout=10)
 
     assert failures == [1]
     assert unacknowledged == 0
