@@ -21,6 +21,10 @@ most one batch is in flight: the next one waits for it before handing over its o
 a request taken from the request list and a read of pending entries. A Redis error in that
 thread reaches the loop at such a wait, or at the next process_once() once the thread has
 finished, and the entries it left unacknowledged are read again as pending entries.
+
+Also inside run(), a batch of new entries is followed at once by the next read, sent ahead on
+its own connection (ingest/group_reader.py), so Redis builds that reply while this batch is
+processed. A stop request ends the loop only after the entries of such a read are processed.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import redis
 
 from ingest.entries import EntryFields, EventColumns, validate_entries
 from ingest.events import stream_id_key
+from ingest.group_reader import Entry, GroupReader
 from ingest.packed import send_packed
 from ingest.ownership import StreamOwnership
 from ingest.refresh_rows import RefreshRows
@@ -55,10 +60,6 @@ RETRY_MAX_DELAY = 5.0
 
 # Seconds between two INFO lines summing up the batches committed.
 SUMMARY_INTERVAL = 30.0
-
-# A stream entry as the server sends it: (stream id, [name, value, name, value, ...]). The
-# fields are None when the entry was deleted from the stream after it was delivered.
-Entry = tuple[bytes, list | None]
 
 
 class IngestConsumer:
@@ -86,10 +87,10 @@ class IngestConsumer:
         self.consumer_name = consumer_name
         self.stream = stream
         self.group = group
-        # XREADGROUP replies are read without redis-py's parsing into one dict per entry, which
-        # cost as much as validating the batch. The reader shares the connection pool.
-        self._reader = redis.Redis(connection_pool=connection.connection_pool)
-        self._reader.set_response_callback("XREADGROUP", _unparsed_reply)
+        self._reader = GroupReader(connection, stream, group, consumer_name)
+        # Set while run() runs: after a batch of new entries, the next read is sent before the
+        # batch is processed (see ingest/group_reader.py).
+        self._read_ahead = False
 
         self._ownership = StreamOwnership(connection, database.path)
         self._group_ready = False
@@ -113,9 +114,12 @@ class IngestConsumer:
             self.stream,
         )
         self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-publish")
+        self._read_ahead = True
         try:
             self._loop(stop_event)
         finally:
+            self._read_ahead = False
+            self._reader.drop_ahead()
             try:
                 self._wait_in_flight()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -131,7 +135,11 @@ class IngestConsumer:
 
     def _loop(self, stop_event: threading.Event) -> None:
         delay = 0.0
-        while not stop_event.is_set():
+        # A read sent ahead before the stop request has delivered its entries: they are
+        # processed before the loop ends, so a stopped consumer leaves nothing pending.
+        while not stop_event.is_set() or self._reader.ahead:
+            if stop_event.is_set():
+                self._read_ahead = False
             try:
                 self.process_once()
                 delay = 0.0
@@ -145,6 +153,7 @@ class IngestConsumer:
                 )
                 # A batch read before the error may be unacknowledged: read pending entries again.
                 self._read_pending = True
+                self._reader.drop_ahead()
                 try:
                     self._wait_in_flight()
                 except (redis.ConnectionError, redis.TimeoutError):
@@ -212,13 +221,16 @@ class IngestConsumer:
                 # Entries of the batch in flight stay pending until it acknowledges them, and
                 # would be read and refreshed a second time.
                 self._wait_in_flight()
-                entries = self._xreadgroup("0", count, block=None)
+                entries = self._reader.read("0", count, block=None)
                 if entries:
                     return entries, True
                 self._read_pending = False
             # Redis reads BLOCK 0 as "wait forever", so a setting of 0 means no wait at all.
             block = self.settings.ingest_block_ms or None
-            return self._xreadgroup(">", count, block=block), False
+            entries = self._reader.read(">", count, block=block)
+            if entries and self._read_ahead:
+                self._reader.send_ahead(count, block=block)
+            return entries, False
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -226,20 +238,6 @@ class IngestConsumer:
             log.warning("consumer group missing, creating it again group=%s", self.group)
             self._group_ready = False
             return [], False
-
-    def _xreadgroup(self, start_id: str, count: int, block: int | None) -> list[Entry]:
-        arguments: list[str | int] = ["GROUP", self.group, self.consumer_name, "COUNT", count]
-        if block is not None:
-            arguments += ["BLOCK", block]
-        response = self._reader.execute_command(
-            "XREADGROUP", *arguments, "STREAMS", self.stream, start_id
-        )
-        if not response:
-            return []
-        # RESP3 replies map stream names to entries; RESP2 replies list [name, entries] pairs.
-        if isinstance(response, dict):
-            return list(next(iter(response.values())))
-        return list(response[0][1])
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -417,6 +415,3 @@ def _field_dict(fields: EntryFields) -> dict:
         return fields
     return dict(zip(fields[0::2], fields[1::2]))
 
-
-def _unparsed_reply(response, **options):
-    return response

@@ -15,6 +15,7 @@ import redis
 
 from ingest.client import RatingClient
 from ingest.consumer import IngestConsumer
+from ingest.group_reader import GroupReader
 from ingest.requests import serve_requests
 from store.database import Database, read_export
 from store.errors import ConsumerConflictError, ExportTimeoutError
@@ -589,3 +590,47 @@ def test_pending_entries_processed_once(settings, redis_client, db, refresh, cap
     assert recovered == []
     assert len(refresh.calls) == 1
     assert sum(len(ratings_of(db, f"u{n}")) for n in range(7)) == 50
+
+
+def test_stop_processes_entries_read_ahead(settings, redis_client, db, refresh):
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    assert consumer.process_once() == 0  # nothing pending from an earlier run
+    RatingClient(redis_client).push_many(
+        {"user_id": f"u{n % 4}", "item_id": n, "rating": 2.0, "timestamp": 100} for n in range(30)
+    )
+    # As run() does after a batch of new entries: the next read goes out before processing.
+    consumer._reader.send_ahead(100, block=None)
+    stop = threading.Event()
+    stop.set()
+
+    consumer.run(stop_event=stop)
+
+    assert sum(len(ratings_of(db, f"u{n}")) for n in range(4)) == 30
+    assert pending_count(redis_client) == 0
+    assert not consumer._reader.ahead
+
+
+def test_read_ahead_connection_error_loses_nothing(settings, redis_client, db, refresh, monkeypatch, caplog):
+    RatingClient(redis_client).push_many(
+        {"user_id": f"u{n % 9}", "item_id": n, "rating": 4.0, "timestamp": 100} for n in range(450)
+    )
+    failures: list[int] = []
+    receive = GroupReader._receive_ahead
+
+    def fail_once(reader):
+        if failures:
+            return receive(reader)
+        failures.append(1)
+        reader.drop_ahead()  # the server's reply, with its entries, never arrives
+        raise redis.ConnectionError("connection reset while reading ahead")
+
+    monkeypatch.setattr(GroupReader, "_receive_ahead", fail_once)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    with caplog.at_level(logging.WARNING, logger="ingest.consumer"):
+        unacknowledged = run_until_acknowledged(consumer, redis_client, 450)
+
+    assert failures == [1]
+    assert unacknowledged == 0
+    assert any(message.startswith("redis unavailable, retrying") for message in caplog.messages)
+    assert sum(len(ratings_of(db, f"u{n}")) for n in range(9)) == 450
+    assert set(refresh.users()) == {f"u{n}" for n in range(9)}
