@@ -1,6 +1,7 @@
 """A separate process that pushes synthetic rating events through the Python client.
 
-Run as `python -m cli.bench.pusher REDIS_URL EVENTS N_USERS N_ITEMS`; prints the seconds spent.
+Run as `python -m cli.bench.pusher REDIS_URL EVENTS N_USERS N_ITEMS`; prints the wall-clock time
+(seconds since the epoch) of its first push and the seconds from there to its last.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from ingest.client import RatingClient
 CHUNK = 10_000
 
 
-def push_events(url: str, n_events: int, n_users: int, n_items: int, seed: int = 3) -> float:
-    """Push n_events random ratings of known users and items; return the seconds it took."""
+def push_events(url: str, n_events: int, n_users: int, n_items: int, seed: int = 3) -> tuple[float, float]:
+    """Push n_events random ratings of known users and items.
+
+    Returns the wall-clock time of the first push and the seconds the pushes took. The events
+    are generated before the first push, which takes about 1.4 s for 2,000,000 of them.
+    """
     rng = np.random.default_rng(seed)
     # Python strings and floats, as an app would hold them, not numpy scalars.
     users = rng.integers(0, n_users, n_events).astype(str).tolist()
@@ -26,6 +31,7 @@ def push_events(url: str, n_events: int, n_users: int, n_items: int, seed: int =
     stars = (rng.integers(1, 11, n_events) / 2.0).tolist()
     now = int(time.time())
     client = RatingClient(redis.Redis.from_url(url))
+    started_at = time.time()
     started = time.perf_counter()
     for start in range(0, n_events, CHUNK):
         stop = min(start + CHUNK, n_events)
@@ -33,9 +39,10 @@ def push_events(url: str, n_events: int, n_users: int, n_items: int, seed: int =
             {"user_id": users[i], "item_id": items[i], "rating": stars[i], "timestamp": now}
             for i in range(start, stop)
         )
-    return time.perf_counter() - started
+    return started_at, time.perf_counter() - started
 
 
 if __name__ == "__main__":
     url, events, n_users, n_items = sys.argv[1:5]
-    print(f"{push_events(url, int(events), int(n_users), int(n_items)):.3f}")
+    first_push, seconds = push_events(url, int(events), int(n_users), int(n_items))
+    print(f"{first_push:.6f} {seconds:.3f}")
