@@ -61,6 +61,9 @@ RETRY_MAX_DELAY = 5.0
 # Seconds between two INFO lines summing up the batches committed.
 SUMMARY_INTERVAL = 30.0
 
+# Error that Redis (7.0.15 here) sends to an XREADGROUP blocked on a stream that is then deleted.
+STREAM_DELETED_ERROR = "UNBLOCKED the stream key no longer exists"
+
 
 class IngestConsumer:
     """Reads the events stream as one consumer of the ingest group and owns the database."""
@@ -232,7 +235,8 @@ class IngestConsumer:
                 self._reader.send_ahead(count, block=block)
             return entries, False
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            # A blocked read, such as one sent ahead, gets STREAM_DELETED_ERROR instead of NOGROUP.
+            if "NOGROUP" not in str(exc) and STREAM_DELETED_ERROR not in str(exc):
                 raise
             # The stream or group was deleted while we ran; create them again on the next call.
             log.warning("consumer group missing, creating it again group=%s", self.group)

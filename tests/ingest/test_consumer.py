@@ -634,3 +634,21 @@ def test_read_ahead_connection_error_loses_nothing(settings, redis_client, db, r
     assert any(message.startswith("redis unavailable, retrying") for message in caplog.messages)
     assert sum(len(ratings_of(db, f"u{n}")) for n in range(9)) == 450
     assert set(refresh.users()) == {f"u{n}" for n in range(9)}
+
+
+def test_stream_deleted_during_blocked_read(settings, redis_client, db, refresh):
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    assert consumer.process_once() == 0  # creates the group
+    # A blocking read, as run() sends ahead after each batch. Redis 7.0.15 replies to it with an
+    # UNBLOCKED error, not NOGROUP, when the stream is deleted meanwhile.
+    consumer._reader.send_ahead(100, block=5000)
+    deadline = time.monotonic() + 5
+    while not any(client["cmd"] == "xreadgroup" for client in redis_client.client_list()):
+        assert time.monotonic() < deadline, "the read sent ahead never blocked"
+        time.sleep(0.01)
+    redis_client.delete(EVENTS_STREAM)
+
+    assert consumer.process_once() == 0
+    RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
+    assert drain(consumer) == 1
+    assert ratings_of(db, "alice") == {"1": 4.0}
