@@ -9,6 +9,12 @@ import redis
 
 Argument = bytes | str | int
 
+try:
+    # The reader's reply when it needs more bytes from the socket; a redis-py internal.
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+except ImportError:
+    NOT_ENOUGH_DATA = None
+
 # hiredis-py has packed commands since 2.2.1. Older versions fall back to redis-py's packing,
 # which is correct but encodes every argument in Python.
 _PACK_COMMAND = getattr(hiredis, "pack_command", None)
@@ -20,7 +26,7 @@ def send_packed(connection: redis.Redis, commands: Sequence[Sequence[Argument]])
     This is what a redis-py pipeline does, without redis-py encoding every argument in Python,
     which cost more than building the commands. Replies are not parsed by redis-py either, so
     they arrive as the server sends them (bytes, ints, lists). An error reply raises
-    redis.ResponseError; the commands before it have been executed.
+    redis.ResponseError for the first failed command; Redis has still run all the others.
     """
     pool = connection.connection_pool
     pooled = _pooled_connection(pool)
@@ -41,13 +47,64 @@ def send_payload(connection: redis.Redis, payload: bytes, count: int) -> list:
 def _send(pool: redis.ConnectionPool, pooled, packed: list[bytes], count: int) -> list:
     try:
         pooled.send_packed_command(packed)
-        replies = [pooled.read_response() for _ in range(count)]
+        reader = _hiredis_reader(pooled)
+        if reader is None:
+            replies = [pooled.read_response() for _ in range(count)]
+        else:
+            replies = _read_replies(pooled._parser, reader, count)
     except BaseException:
         # Replies left unread would be read as the replies to the next command.
         pooled.disconnect()
         raise
     finally:
         pool.release(pooled)
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies
+
+
+def _hiredis_reader(pooled):
+    """Return the hiredis.Reader of a connection's parser, or None.
+
+    redis-py's read_response() runs Python code for every reply. Reading the replies through the
+    reader cut the CPU time of RatingClient.push_many by about 19% (10,000 events per call,
+    redis-py 8.2). The parser's reader, read_from_socket() and push message handling are
+    redis-py internals, so a parser without them takes read_response() instead.
+    """
+    parser = getattr(pooled, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if NOT_ENOUGH_DATA is None or reader is None or not hasattr(reader, "gets"):
+        return None
+    if not callable(getattr(parser, "read_from_socket", None)):
+        return None
+    # A RESP3 connection may receive push messages between the replies.
+    resp3 = str(getattr(pooled, "protocol", 2)) == "3"
+    if resp3 and not callable(getattr(parser, "handle_push_response", None)):
+        return None
+    return reader
+
+
+def _read_replies(parser, reader, count: int) -> list:
+    """Read `count` replies through a hiredis reader, filling it from the socket as needed.
+
+    Push messages go to the parser's handler, as read_response() does with them. Error replies
+    come back as exception objects, which _send raises once every reply is read, so the
+    connection stays in step.
+    """
+    push_type = getattr(parser, "_hiredis_PushNotificationType", None)
+    replies = []
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA:
+            parser.read_from_socket()
+            continue
+        if push_type is not None and isinstance(reply, push_type):
+            parser.handle_push_response(reply)
+            continue
+        if isinstance(reply, redis.ConnectionError):
+            raise reply
+        replies.append(reply)
     return replies
 
 
