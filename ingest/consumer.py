@@ -58,6 +58,10 @@ RETRY_FIRST_DELAY = 0.1
 RETRY_FACTOR = 2.0
 RETRY_MAX_DELAY = 5.0
 
+# Entries a batch needs before the next read is sent ahead of processing it. Redis builds the
+# reply to a read of fewer in about a millisecond.
+READ_AHEAD_MIN_ENTRIES = 1000
+
 # Seconds between two INFO lines summing up the batches committed.
 SUMMARY_INTERVAL = 30.0
 
@@ -231,7 +235,9 @@ class IngestConsumer:
             # Redis reads BLOCK 0 as "wait forever", so a setting of 0 means no wait at all.
             block = self.settings.ingest_block_ms or None
             entries = self._reader.read(">", count, block=block)
-            if entries and self._read_ahead:
+            # A small batch means the consumer keeps up with the stream. A read sent ahead would
+            # then return the next event alone, and batches of one event each cost more per event.
+            if self._read_ahead and len(entries) >= min(READ_AHEAD_MIN_ENTRIES, count):
                 self._reader.send_ahead(count, block=block)
             return entries, False
         except redis.ResponseError as exc:
