@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cli.bench import als_stage, data, flow_stage, store_stage
-from cli.bench.machine import machine
+from cli.bench.machine import core_check_seconds, machine
 from cli.bench.services import redis_server
 from store.settings import Settings
 
@@ -64,7 +64,10 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     n_ratings = data.parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     try:
+        core_check = {"start": core_check_seconds()}
         report = bench(n_ratings, work, args.keep_data, args.ingest_events, args.stages)
+        core_check["end"] = core_check_seconds()
+        report["machine"]["core_check_seconds"] = core_check
     finally:
         if args.keep_work:
             log.info("scratch directory kept path=%s", work)

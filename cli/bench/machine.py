@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import duckdb
@@ -26,6 +27,27 @@ def machine() -> dict:
         "numba": numba.__version__,
         "duckdb": duckdb.__version__,
     }
+
+
+def core_check_seconds(iterations: int = 5_000_000) -> list[float]:
+    """Time a fixed pure-Python loop on each core available, one core at a time.
+
+    On a virtual machine whose cores other guests share, a core that takes much longer than the
+    others, or than at another time, marks figures that other load slowed down.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    seconds = []
+    try:
+        for core in cores:
+            os.sched_setaffinity(0, {core})
+            started = time.perf_counter()
+            total = 0
+            for value in range(iterations):
+                total += value
+            seconds.append(round(time.perf_counter() - started, 3))
+    finally:
+        os.sched_setaffinity(0, cores)
+    return seconds
 
 
 def _cpu_model() -> str:

@@ -1,6 +1,7 @@
 """The bench's synthetic data and the shape of its report, on tiny sizes."""
 
 import argparse
+import os
 import shutil
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from cli import bench_command
 from cli.bench import data, flow_stage
+from cli.bench.machine import core_check_seconds
 
 
 def test_parse_size_reads_suffixes():
@@ -118,3 +120,13 @@ def test_bench_runs_only_the_chosen_stages(tmp_path):
 
     assert set(report) == {"machine", "data", "ingest"}
     assert report["ingest"]["events"] == 200
+
+
+def test_core_check_times_each_core_and_restores_affinity():
+    cores = os.sched_getaffinity(0)
+
+    seconds = core_check_seconds(iterations=300_000)
+
+    assert len(seconds) == len(cores)
+    assert all(value > 0 for value in seconds)
+    assert os.sched_getaffinity(0) == cores
