@@ -22,6 +22,8 @@ SCALING_SIZES = ("1M", "10M")
 # Epochs per ALS timing. The figure is the median of all but the first, so one epoch slowed by
 # another process on the machine does not decide it.
 TIMED_EPOCHS = 5
+# Most epochs a smaller size of the scaling section is timed for (see scaling_epochs).
+MAX_SCALING_EPOCHS = 200
 FRESHNESS_RATE = 1000.0
 FRESHNESS_SECONDS = 5.0
 QUERY_CALLS = 2000
@@ -143,6 +145,16 @@ def bench(
     return report
 
 
+def scaling_epochs(count: int, n_ratings: int) -> int:
+    """Return the epochs to time at `count` ratings: as many as cover the ratings of TIMED_EPOCHS
+    epochs at n_ratings, at most MAX_SCALING_EPOCHS.
+
+    Five epochs at 1M ratings last about 0.2 s, so a burst of other load on a shared machine
+    moved the ratio by 10 to 20% in either direction.
+    """
+    return max(TIMED_EPOCHS, min(MAX_SCALING_EPOCHS, TIMED_EPOCHS * n_ratings // max(count, 1)))
+
+
 def scaling(full: dict, n_ratings: int, work: Path) -> dict:
     """Seconds per epoch (K=32, genres) at smaller sizes, and the cost per rating relative to them.
 
@@ -155,7 +167,7 @@ def scaling(full: dict, n_ratings: int, work: Path) -> dict:
             continue
         directory = work / f"arrays-{size}"
         als_stage.save_arrays(data.generate(count), directory)
-        result = als_stage.time_epochs(directory, 32, True, TIMED_EPOCHS)
+        result = als_stage.time_epochs(directory, 32, True, scaling_epochs(count, n_ratings))
         shutil.rmtree(directory, ignore_errors=True)
         per_rating[str(count)] = result["seconds_per_epoch"] / count
     smallest = per_rating[min(per_rating, key=int)]

@@ -130,3 +130,10 @@ def test_core_check_times_each_core_and_restores_affinity():
     assert len(seconds) == len(cores)
     assert all(value > 0 for value in seconds)
     assert os.sched_getaffinity(0) == cores
+
+
+def test_scaling_epochs_cover_the_full_run():
+    assert bench_command.scaling_epochs(1_000_000, 32_000_204) == 160
+    assert bench_command.scaling_epochs(10_000_000, 32_000_204) == 16
+    assert bench_command.scaling_epochs(1_000, 32_000_204) == bench_command.MAX_SCALING_EPOCHS
+    assert bench_command.scaling_epochs(5_000_000, 5_000_000) == bench_command.TIMED_EPOCHS
