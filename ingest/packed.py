@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import hiredis
@@ -77,6 +78,9 @@ def _hiredis_reader(pooled):
     if NOT_ENOUGH_DATA is None or reader is None or not hasattr(reader, "gets"):
         return None
     if not callable(getattr(parser, "read_from_socket", None)):
+        return None
+    # fakeredis hands the parser a socket of its own, without recv_into().
+    if not isinstance(getattr(parser, "_sock", None), socket.socket):
         return None
     # A RESP3 connection may receive push messages between the replies.
     resp3 = str(getattr(pooled, "protocol", 2)) == "3"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fakeredis
 import pytest
 import redis
 from redis._parsers import _RESP2Parser
@@ -85,3 +86,11 @@ def test_hiredis_reader_used(connection, request):
     # The bulk read is the fast path; redis-py's own parser goes through read_response().
     expected = request.node.callspec.params["connection"] != "python parser"
     assert (reader is not None) is expected
+
+
+def test_fakeredis_connection_reads_replies():
+    connection = fakeredis.FakeRedis()
+
+    replies = send_packed(connection, xadds(300))
+
+    assert replies == [stream_id for stream_id, _ in connection.xrange(STREAM)]
