@@ -6,8 +6,8 @@ spent waiting. `send_ahead()` sends that read on a connection of its own; the ne
 entries receives its reply.
 
 Entries are delivered, and so pending for this consumer, once Redis replies to a read sent ahead.
-A consumer that stops or fails before processing them reads them again as pending entries,
-exactly as it does after a crash.
+When such a read is dropped before its entries are processed (drop_ahead(), or a failure), the
+consumer reads them again as pending entries, exactly as it does after a crash.
 """
 
 from __future__ import annotations
