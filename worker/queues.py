@@ -22,14 +22,14 @@ log = logging.getLogger(__name__)
 
 # Seconds a refresh job may run before RQ kills it; a refresh folds in one batch of users.
 REFRESH_TIMEOUT_SECONDS = 120
-# Seconds a retrain may run. RQ also keeps a dead worker's registration and its abandoned job
-# for this long before the job is retried, so it is not set much above what a retrain needs.
+# Seconds a retrain may run before RQ kills it. A job abandoned by a dead worker is found sooner,
+# when its lease runs out (worker/heartbeat.py).
 RETRAIN_TIMEOUT_SECONDS = 3600
 # Seconds RQ keeps a finished job's result and metadata, so `streamrec status` can show them.
 RESULT_TTL_SECONDS = 24 * 3600
 
-# Times RQ runs a failed job again, including a job abandoned by a worker that died. RQ only
-# finds an abandoned job once its timeout has passed, so such a retry comes that much later.
+# Times RQ runs a failed job again, including a job abandoned by a worker that died, which RQ
+# finds once the job's lease has run out (worker/heartbeat.py).
 REFRESH_RETRIES = 3
 RETRAIN_RETRIES = 1
 

@@ -16,6 +16,7 @@ from rq.serializers import JSONSerializer
 import als
 from store.settings import Settings
 from worker.context import configure
+from worker.heartbeat import LeasedJobWorker
 from worker.pending import PendingRefreshes
 from worker.queues import enqueue_pending_job, enqueue_retrain, refresh_queue, retrain_queue
 from worker.refresh import refold_users
@@ -30,7 +31,8 @@ PERIODIC_LOCK_KEY = "streamrec:retrain:periodic"
 # left by a consumer that stopped between its add and its enqueue, or by a job that was lost.
 PENDING_CHECK_SECONDS = 5.0
 # Seconds between two of rq's maintenance passes, which find a job abandoned by a dead worker
-# (once its timeout has passed) and retry it. rq's default is 600 s; refresh jobs hold users.
+# (once its lease, worker/heartbeat.py, has expired) and retry it. rq's default is 600 s;
+# refresh jobs hold users.
 MAINTENANCE_INTERVAL_SECONDS = 60
 # rq's work loop returns on any error it does not expect, a lost Redis connection included.
 # The worker then starts a new one after this delay, doubled after each failure up to the max.
@@ -101,7 +103,9 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
     """Run an RQ SimpleWorker on the given queues ("refresh", "retrain").
 
     SimpleWorker runs each job in this process instead of a forked child, so the compiled numba
-    kernels and the memory-mapped snapshot stay loaded from one job to the next.
+    kernels and the memory-mapped snapshot stay loaded from one job to the next. Its subclass
+    LeasedJobWorker (worker/heartbeat.py) also lets rq retry a job of a killed worker within
+    minutes instead of after the job's timeout.
     """
     queues = []
     if "refresh" in queue_names:
@@ -152,9 +156,12 @@ def work_until_stopped(connection: redis.Redis, queues: list, burst: bool) -> No
     stop = threading.Event()
     delay = RESTART_FIRST_DELAY
     while True:
-        worker = SimpleWorker(
+        worker = LeasedJobWorker(
             queues, connection=connection, serializer=JSONSerializer,
             maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
+            # rq runs maintenance between dequeues, and an idle worker waits worker_ttl - 15 s
+            # for a job (405 s by default), so this makes an idle worker check every interval.
+            worker_ttl=MAINTENANCE_INTERVAL_SECONDS + 15,
         )
         log.info("worker started name=%s queues=%s", worker.name, ",".join(q.name for q in queues))
         started = time.monotonic()

@@ -32,7 +32,7 @@ class FakeWorker:
 @pytest.fixture
 def fake_workers(monkeypatch):
     FakeWorker.created = []
-    monkeypatch.setattr(runner, "SimpleWorker", FakeWorker)
+    monkeypatch.setattr(runner, "LeasedJobWorker", FakeWorker)
     monkeypatch.setattr(runner, "RESTART_FIRST_DELAY", 0.01)
     return FakeWorker
 
