@@ -55,8 +55,9 @@ def add_parsers(subparsers) -> None:
     prune.set_defaults(handler=run_snapshots_prune)
 
     push = subparsers.add_parser("push", help="push one rating event into the Redis stream")
-    push.add_argument("user_id")
-    push.add_argument("item_id")
+    push.add_argument("user_id", help="the user's id: 1 to 256 characters, no control characters, "
+                      "no leading or trailing whitespace")
+    push.add_argument("item_id", help="the item's id, under the same rules as user_id")
     push.add_argument("rating", help="stars, within the configured scale")
     push.add_argument("--timestamp", type=int, default=None, help="seconds since the epoch")
     push.set_defaults(handler=run_push)
