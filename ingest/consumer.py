@@ -161,6 +161,9 @@ class IngestConsumer:
                 # A batch read before the error may be unacknowledged: read pending entries again.
                 self._read_pending = True
                 self._reader.drop_ahead()
+                # A request taken before the error may be stuck in the serving list, when Redis
+                # was down to put it back too.
+                self._requests_restarted = False
                 try:
                     self._wait_in_flight()
                 except (redis.ConnectionError, redis.TimeoutError):
@@ -174,6 +177,11 @@ class IngestConsumer:
         """
         self._ownership.renew()
         self._ensure_group()
+        if not self._requests_restarted:
+            # Only this consumer serves requests, and it serves none right now, so whatever the
+            # serving list contains was left by a stopped consumer or by a Redis outage.
+            restart_requests(self.connection)
+            self._requests_restarted = True
         # A finished batch is collected here too, so its Redis error reaches the loop even while
         # no new batch arrives. Its entries would otherwise stay unacknowledged until one does.
         if self._in_flight is not None and self._in_flight.done():
@@ -212,9 +220,6 @@ class IngestConsumer:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        if not self._requests_restarted:
-            restart_requests(self.connection)
-            self._requests_restarted = True
         self._group_ready = True
 
     def _read_batch(self) -> tuple[list[Entry], bool]:

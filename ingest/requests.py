@@ -55,8 +55,8 @@ def serve_requests(
             try:
                 before_serving()
             except BaseException:
-                # NOTE: when Redis is down here too, the request stays in the serving list
-                # until the next consumer start queues it again.
+                # When Redis is down here too, the request stays in the serving list, and the
+                # consumer queues it again with restart_requests once Redis is back.
                 connection.lmove(EXPORT_REQUESTS_SERVING, EXPORT_REQUESTS, "RIGHT", "LEFT")
                 raise
         served += 1
@@ -70,7 +70,8 @@ def serve_requests(
 def restart_requests(connection: redis.Redis) -> int:
     """Put requests a stopped consumer had taken back at the front of the queue; return how many.
 
-    Call once when a consumer starts, before serve_requests. Only one consumer serves requests.
+    Call when a consumer starts, and after a Redis outage, before serve_requests. Only one
+    consumer serves requests.
     """
     moved = 0
     while connection.lmove(EXPORT_REQUESTS_SERVING, EXPORT_REQUESTS, "RIGHT", "LEFT") is not None:

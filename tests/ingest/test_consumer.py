@@ -652,3 +652,42 @@ def test_stream_deleted_during_blocked_read(settings, redis_client, db, refresh)
     RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
     assert drain(consumer) == 1
     assert ratings_of(db, "alice") == {"1": 4.0}
+
+
+def test_request_stranded_by_outage_served_later(settings, redis_client, db, refresh, monkeypatch):
+    # The wait before serving fails, and so does putting the request back: Redis is down. The
+    # request is left in the serving list, and the running consumer must still serve it.
+    RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    assert drain(consumer) == 1
+    request_refold(redis_client, 0)
+    real_lmove = consumer.connection.lmove
+    failures: list[str] = []
+
+    def lmove_failing_back(source, *args):
+        if source == EXPORT_REQUESTS_SERVING and not failures:
+            failures.append("back")
+            raise redis.ConnectionError("connection refused while putting the request back")
+        return real_lmove(source, *args)
+
+    def wait_failing_once():
+        if not failures:
+            raise redis.ConnectionError("connection reset while waiting")
+
+    monkeypatch.setattr(consumer.connection, "lmove", lmove_failing_back)
+    monkeypatch.setattr(consumer, "_wait_in_flight", wait_failing_once)
+    stop = threading.Event()
+    loop = threading.Thread(target=consumer.run, kwargs={"stop_event": stop})
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(refresh.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+
+    assert failures == ["back"]
+    assert redis_client.llen(EXPORT_REQUESTS_SERVING) == 0
+    assert redis_client.llen(EXPORT_REQUESTS) == 0
+    assert refresh.users() == ["alice", "alice"]  # the batch's refresh, then the refold's
