@@ -65,7 +65,8 @@ READ_AHEAD_MIN_ENTRIES = 1000
 # Seconds between two INFO lines summing up the batches committed.
 SUMMARY_INTERVAL = 30.0
 
-# Error that Redis (7.0.15 here) sends to an XREADGROUP blocked on a stream that is then deleted.
+# The error Redis sends, in place of NOGROUP, to an XREADGROUP blocked on a stream that is then
+# deleted (seen with Redis 7.0.15).
 STREAM_DELETED_ERROR = "UNBLOCKED the stream key no longer exists"
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import redis
 
+from ingest.packed import pooled_connection
+
 # A stream entry as the server sends it: (stream id, [name, value, name, value, ...]). The
 # fields are None when the entry was deleted from the stream after it was delivered.
 Entry = tuple[bytes, list | None]
@@ -57,7 +59,7 @@ class GroupReader:
         """Send the next read of new entries now, on a connection of its own; read() receives it."""
         if self._ahead is not None:
             raise RuntimeError("a read sent ahead is not received yet")
-        pooled = _pooled_connection(self._pool)
+        pooled = pooled_connection(self._pool)
         try:
             pooled.send_command("XREADGROUP", *self._arguments(">", count, block))
         except BaseException:
@@ -101,14 +103,6 @@ def _entries(response) -> list[Entry]:
     if isinstance(response, dict):
         return list(next(iter(response.values())))
     return list(response[0][1])
-
-
-def _pooled_connection(pool: redis.ConnectionPool):
-    try:
-        return pool.get_connection()
-    except TypeError:
-        # redis-py before 5.3 requires a command name argument.
-        return pool.get_connection("XREADGROUP")
 
 
 def _unparsed_reply(response, **options):

@@ -30,7 +30,7 @@ def send_packed(connection: redis.Redis, commands: Sequence[Sequence[Argument]])
     redis.ResponseError for the first failed command; Redis has still run all the others.
     """
     pool = connection.connection_pool
-    pooled = _pooled_connection(pool)
+    pooled = pooled_connection(pool)
     if _PACK_COMMAND is not None:
         packed = [b"".join([_PACK_COMMAND(tuple(command)) for command in commands])]
     else:
@@ -42,7 +42,7 @@ def send_payload(connection: redis.Redis, payload: bytes, count: int) -> list:
     """Send `count` commands already encoded in the Redis protocol (RESP) in `payload`, as
     send_packed does, and return their replies in order."""
     pool = connection.connection_pool
-    return _send(pool, _pooled_connection(pool), [payload], count)
+    return _send(pool, pooled_connection(pool), [payload], count)
 
 
 def _send(pool: redis.ConnectionPool, pooled, packed: list[bytes], count: int) -> list:
@@ -112,7 +112,8 @@ def _read_replies(parser, reader, count: int) -> list:
     return replies
 
 
-def _pooled_connection(pool: redis.ConnectionPool):
+def pooled_connection(pool: redis.ConnectionPool):
+    """Take a connection from `pool`; the caller releases it."""
     try:
         return pool.get_connection()
     except TypeError:
