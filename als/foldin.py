@@ -75,25 +75,26 @@ def fold_in_many(
         config,
         factors,
         biases,
-        padded=_padded_item_factors(model.item_factors),
+        padded=_padded_item_table(model.item_factors, model.item_bias),
     )
     return biases, factors
 
 
-# The padded item factors of the last read-only table folded into: (the table, padded copy).
+# The padded rows of the last read-only item tables folded into: (factors, bias, padded rows).
 # A refresh worker folds many batches into one memory-mapped snapshot, and padding its 87,585
 # items took about 10 ms per call, more than folding in 150 users. Writable tables (training
 # and evaluation) can change in place, so they are padded on every call.
-_padded_cache: tuple[np.ndarray, np.ndarray] | None = None
+_padded_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
-def _padded_item_factors(item_factors: np.ndarray) -> np.ndarray:
+def _padded_item_table(item_factors: np.ndarray, item_bias: np.ndarray) -> np.ndarray:
     global _padded_cache
-    if item_factors.flags.writeable:
-        return pad_factors(item_factors)
-    if _padded_cache is None or _padded_cache[0] is not item_factors:
-        _padded_cache = (item_factors, pad_factors(item_factors))
-    return _padded_cache[1]
+    if item_factors.flags.writeable or item_bias.flags.writeable:
+        return pad_factors(item_factors, item_bias)
+    cache = _padded_cache
+    if cache is None or cache[0] is not item_factors or cache[1] is not item_bias:
+        cache = _padded_cache = (item_factors, item_bias, pad_factors(item_factors, item_bias))
+    return cache[2]
 
 
 def _check_indptr(indptr: np.ndarray) -> np.ndarray:

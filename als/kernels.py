@@ -29,6 +29,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from als.memory import huge_page_zeros
+
 
 @njit(cache=True, nogil=True)
 def cholesky_solve(A, x, n):
@@ -161,7 +163,7 @@ def solve_rows(
 ):
     """Solve every row as solve_padded_rows does, padding other_factors first."""
     return solve_padded_rows(
-        indptr, columns, ratings, other_factors, pad_factors(other_factors), other_bias,
+        indptr, columns, ratings, other_factors, pad_factors(other_factors, other_bias), other_bias,
         global_mean, prior, reg_bias, reg_factors, reg_exponent, chunk_bounds, out_factors,
         out_bias,
     )
@@ -174,8 +176,8 @@ def solve_padded_rows(
 ):
     """Solve every row, in parallel over chunks of consecutive rows.
 
-    padded is pad_factors(other_factors). Fold-in keeps it between calls, because padding a
-    whole item table costs more than folding in a few hundred users.
+    padded is pad_factors(other_factors, other_bias). Fold-in keeps it between calls, because
+    padding a whole item table costs more than folding in a few hundred users.
 
     Rows go through solve_row_fast (float32 sums). With a penalty below TINY_PENALTY, a row with
     at most K + 1 ratings goes through solve_row instead, which sums in float64: its sum of
@@ -208,7 +210,7 @@ def solve_padded_rows(
                 )
             else:
                 squared_error = solve_row_fast(
-                    row, indptr, columns, ratings, padded, other_bias, global_mean, prior,
+                    row, indptr, columns, ratings, padded, global_mean, prior,
                     reg_bias, reg_factors, reg_exponent, G, g, T, A, x, out_factors, out_bias,
                 )
             if squared_error < 0.0:
@@ -407,39 +409,41 @@ def tile_width(Q):
 
 
 @njit(cache=True, nogil=True)
-def padded_width(K):
-    """Return K + 1 (factors and the bias column) rounded up to a multiple of LANES."""
-    return ((K + 1 + LANES - 1) // LANES) * LANES
-
-
-@njit(cache=True, nogil=True)
 def tile_row_width(K):
     """Return K + 2 (factors, bias column and y) rounded up to a multiple of LANES."""
     return ((K + 2 + LANES - 1) // LANES) * LANES
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def pad_factors(factors):
-    """Return float32 (C, P) rows [w_c, 1, 0, ...] with P = padded_width(K).
+def pad_factors(factors, bias):
+    """Return float32 (C, Q) rows [w_c, 1, b_c, 0, ...] with Q = tile_row_width(K).
 
-    Fixed-width rows let the Gram loop run on whole vector registers with no remainder.
+    Fixed-width rows let the Gram loop run on whole vector registers with no remainder. The
+    bias b_c sits where the Gram loop's tile row keeps y, so one gather brings a column's
+    factors and bias: a separate bias table cost the item step at 32M ratings about 7%.
     """
     C, K = factors.shape
-    P = padded_width(K)
-    padded = np.zeros((C, P), np.float32)
+    padded = huge_page_zeros((C, tile_row_width(K)), np.float32)
+    fill_padded(factors, bias, padded)
+    return padded
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def fill_padded(factors, bias, padded):
+    """Write rows [w_c, 1, b_c] into the first K + 2 columns of padded, as pad_factors describes."""
+    C, K = factors.shape
     for c in prange(C):
         for k in range(K):
             padded[c, k] = factors[c, k]
         padded[c, K] = 1.0
-    return padded
+        padded[c, K + 1] = bias[c]
 
 
 @njit(cache=True, nogil=True)
-def accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_mean, K, G, T):
+def accumulate_gram(start, stop, columns, ratings, padded, global_mean, K, G, T):
     """Set G to the Gram sums of t = (w, 1, y) over the entries start..stop of one row; return sum y^2.
 
     w is the column's factor row, 1 the bias column and y = rating - global_mean - bias of the
-    column. G[a, b] for b <= a <= K + 1 is sum t_a t_b, so G[:K+1, :K+1] contains the lower
+    column, whose padded row holds the bias where t holds y. G[a, b] for b <= a <= K + 1 is sum t_a t_b, so G[:K+1, :K+1] contains the lower
     triangle of sum w w^T with the bias row sum w, and G[K + 1, :K+1] contains g = sum (w, 1) y.
     Only sum y^2 (a = b = K + 1) is left out of G: it is summed in float64 across tiles and
     returned.
@@ -449,21 +453,16 @@ def accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_me
     adds them to G once per tile. A block of rows i..i+3 covers the columns up to the vector that
     contains its diagonal, so it computes a few unread sums above the diagonal.
     G: float32 (Q, Q) with Q = tile_row_width(K). T: float32 (tile, Q) scratch. padded:
-    float32 (C, P) from pad_factors.
+    float32 (C, Q) from pad_factors.
     """
-    P = padded.shape[1]
     Q = T.shape[1]
     tile = T.shape[0]
     y_index = K + 1
     for i in range(Q):
         for j in range(Q):
             G[i, j] = 0.0
-    # Columns from P on are zero apart from y, so they are cleared once here and y is set per entry.
-    for q in range(tile):
-        for k in range(P, Q):
-            T[q, k] = 0.0
     base = padded.ctypes.data
-    row_bytes = P * 4
+    row_bytes = Q * 4
     n_entries = columns.shape[0]
     n_block_rows = (K + 2 + BLOCK_ROWS - 1) // BLOCK_ROWS
     sum_y2 = 0.0
@@ -474,9 +473,9 @@ def accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_me
             column = columns[first + q]
             row = padded[column]
             Tq = T[q]
-            for k in range(P):
+            for k in range(Q):
                 Tq[k] = row[k]
-            Tq[y_index] = np.float32(ratings[first + q] - global_mean - other_bias[column])
+            Tq[y_index] = np.float32(ratings[first + q] - global_mean - row[y_index])
 
         # The next tile's factor rows are prefetched while this tile's sums run, a share after
         # each row of blocks. Past this row's end they are the next row's: rows are solved in
@@ -619,7 +618,7 @@ def cholesky_factor(A, n):
 
 @njit(cache=True, nogil=True)
 def solve_row_fast(
-    row, indptr, columns, ratings, padded, other_bias, global_mean, prior,
+    row, indptr, columns, ratings, padded, global_mean, prior,
     reg_bias, reg_factors, reg_exponent, G, g, T, A, x, out_factors, out_bias,
 ):
     """The same minimiser as solve_row, with the Gram matrix built in float32 on padded rows.
@@ -633,7 +632,7 @@ def solve_row_fast(
     n = K + 1
     start = indptr[row]
     stop = indptr[row + 1]
-    sum_y2 = accumulate_gram(start, stop, columns, ratings, padded, other_bias, global_mean, K, G, T)
+    sum_y2 = accumulate_gram(start, stop, columns, ratings, padded, global_mean, K, G, T)
 
     # A gets the lower triangle of sum w w^T, and g and x get sum w y (row K + 1 of G).
     for i in range(n):

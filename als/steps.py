@@ -178,14 +178,14 @@ def solve_side(
 
     Returns the rows' sum of squared errors sum (rating - global_mean - other_bias - out_bias
     - out_factors . other_factors)^2 after the solve, from the sums the solves already built.
-    `padded` is pad_factors(other_factors) when the caller keeps it, else it is built here.
+    `padded` is pad_factors(other_factors, other_bias) when the caller keeps it, else it is built here.
     """
     failed, squared_errors = solve_padded_rows(
         indptr,
         columns,
         ratings,
         other_factors,
-        pad_factors(other_factors) if padded is None else padded,
+        pad_factors(other_factors, other_bias) if padded is None else padded,
         other_bias,
         float(global_mean),
         prior,

@@ -100,6 +100,18 @@ def test_foldin_follows_changed_item_factors():
     model.item_factors = restored
     np.testing.assert_allclose(als.fold_in(items, ratings, model, config)[1], first[1], rtol=1e-5, atol=1e-6)
 
+    # Each padded row carries its item's bias, so a new read-only bias table is padded again.
+    shifted = (model.item_bias + 1.0).astype(np.float32)
+    model.item_bias = shifted
+    expected = als.fold_in(items, ratings, model, config)
+    for bias in (model.item_bias, model.item_bias.copy()):
+        bias.flags.writeable = False
+        model.item_bias = bias
+        bias_result, factors = als.fold_in(items, ratings, model, config)
+        assert bias_result == expected[0]
+        np.testing.assert_array_equal(factors, expected[1])
+    assert expected[0] != pytest.approx(first[0], abs=0.1)
+
 
 @pytest.mark.parametrize(
     ("items", "ratings", "message"),

@@ -13,12 +13,12 @@ from als.kernels import (
 
 def gram_sums(K, columns, ratings, factors, bias, global_mean):
     """Return the Gram matrix of the extended rows (w, 1, y), (K + 2, K + 2), from accumulate_gram."""
-    padded = pad_factors(factors)
+    padded = pad_factors(factors, bias)
     Q = tile_row_width(K)
     # NaN scratch shows any entry that accumulate_gram reads before setting.
     G = np.full((Q, Q), np.nan, np.float32)
     T = np.full((tile_width(Q), Q), np.nan, np.float32)
-    sum_y2 = accumulate_gram(0, columns.shape[0], columns, ratings, padded, bias, global_mean, K, G, T)
+    sum_y2 = accumulate_gram(0, columns.shape[0], columns, ratings, padded, global_mean, K, G, T)
 
     result = np.tril(G[: K + 2, : K + 2]).astype(np.float64)
     result += np.tril(result, -1).T
