@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ SCALING_SIZES = ("1M", "10M")
 TIMED_EPOCHS = 5
 # Most epochs a smaller size of the scaling section is timed for (see scaling_epochs).
 MAX_SCALING_EPOCHS = 200
+# Rounds of the scaling section. A round times every size once, one after the other, so a change
+# in the speed of a shared machine between rounds moves all sizes of a round alike.
+SCALING_ROUNDS = 3
 FRESHNESS_RATE = 1000.0
 FRESHNESS_SECONDS = 5.0
 QUERY_CALLS = 2000
@@ -46,7 +50,7 @@ def add_parsers(subparsers) -> None:
         "bench", help="time data generation, loading, training, retrain, ingest, freshness, queries",
         description="Time every stage of streamrec on synthetic ratings of the MovieLens-32M shape "
         "and print one JSON report. The bench starts its own redis-server on a free 127.0.0.1 "
-        "port and works in a temporary directory. The default size (32M) runs for 3 to 7 "
+        "port and works in a temporary directory. The default size (32M) runs for 4 to 8 "
         "minutes on 2 cores; --size 1M takes about a minute.",
     )
     bench.add_argument("--size", default="32M", help="ratings to generate: 1M, 10M, 32M (default) ...")
@@ -111,8 +115,8 @@ def bench(
                 result = als_stage.time_epochs(arrays_dir, factors, use_genres, TIMED_EPOCHS)
                 log.info("als timed %s", result)
                 report["als"].append(result)
+        report["scaling"] = scaling(report["als"][0], arrays_dir, n_ratings, work)
         shutil.rmtree(arrays_dir, ignore_errors=True)
-        report["scaling"] = scaling(report["als"][0], n_ratings, work)
 
     data_dir = work / "data"
     if {"retrain", "freshness", "query"} & set(stages):
@@ -159,23 +163,52 @@ def scaling_epochs(count: int, n_ratings: int) -> int:
     return max(TIMED_EPOCHS, min(MAX_SCALING_EPOCHS, TIMED_EPOCHS * n_ratings // max(count, 1)))
 
 
-def scaling(full: dict, n_ratings: int, work: Path) -> dict:
-    """Seconds per epoch (K=32, genres) at smaller sizes, and the cost per rating relative to them.
+def scaling(full: dict, arrays_dir: Path, n_ratings: int, work: Path) -> dict:
+    """Return the seconds per epoch (K=32, genres) per million ratings at smaller sizes and at
+    n_ratings, and the cost per rating relative to the smallest size.
 
-    A ratio near 1 means the cost per rating stays flat as the data grows.
+    The sizes are timed in SCALING_ROUNDS rounds. Each figure is the median over the rounds, and
+    each ratio the median of the rounds' ratios. A ratio near 1 means the cost per rating stays
+    flat as the data grows. Without a smaller size, the ALS section's figure `full` is used.
     """
-    per_rating = {str(n_ratings): full["seconds_per_epoch"] / n_ratings}
+    directories = {n_ratings: arrays_dir}
     for size in SCALING_SIZES:
         count = data.parse_size(size)
-        if count >= n_ratings:
-            continue
-        directory = work / f"arrays-{size}"
-        als_stage.save_arrays(data.generate(count), directory)
-        result = als_stage.time_epochs(directory, 32, True, scaling_epochs(count, n_ratings))
-        shutil.rmtree(directory, ignore_errors=True)
-        per_rating[str(count)] = result["seconds_per_epoch"] / count
-    smallest = per_rating[min(per_rating, key=int)]
+        if count < n_ratings:
+            directories[count] = work / f"arrays-{size}"
+            als_stage.save_arrays(data.generate(count), directories[count])
+    if len(directories) == 1:
+        per_million = {str(n_ratings): full["seconds_per_epoch"] / n_ratings * 1e6}
+        return {
+            "seconds_per_million_ratings": {size: round(value, 4) for size, value in per_million.items()},
+            "ratio_to_smallest": {size: 1.0 for size in per_million},
+            "ratio_by_round": [],
+        }
+
+    counts = sorted(directories)
+    rounds: list[dict[int, float]] = []
+    for index in range(SCALING_ROUNDS):
+        per_million = {}
+        for count in counts:
+            result = als_stage.time_epochs(directories[count], 32, True, scaling_epochs(count, n_ratings))
+            per_million[count] = result["seconds_per_epoch"] / count * 1e6
+        log.info(
+            "scaling round %d of %d: seconds per epoch per million ratings %s",
+            index + 1, SCALING_ROUNDS, {count: round(value, 4) for count, value in per_million.items()},
+        )
+        rounds.append(per_million)
+    for count in counts[:-1]:
+        shutil.rmtree(directories[count], ignore_errors=True)
+
+    smallest = counts[0]
+    ratio_by_round = [{str(count): round(values[count] / values[smallest], 3) for count in counts} for values in rounds]
     return {
-        "seconds_per_million_ratings": {size: round(value * 1e6, 4) for size, value in per_rating.items()},
-        "ratio_to_smallest": {size: round(value / smallest, 2) for size, value in per_rating.items()},
+        "seconds_per_million_ratings": {
+            str(count): round(statistics.median(values[count] for values in rounds), 4) for count in counts
+        },
+        "ratio_to_smallest": {
+            str(count): round(statistics.median(ratios[str(count)] for ratios in ratio_by_round), 2)
+            for count in counts
+        },
+        "ratio_by_round": ratio_by_round,
     }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cli import bench_command
-from cli.bench import data, flow_stage
+from cli.bench import als_stage, data, flow_stage
 from cli.bench.machine import core_check_seconds
 
 
@@ -137,3 +137,29 @@ def test_scaling_epochs_cover_the_full_run():
     assert bench_command.scaling_epochs(10_000_000, 32_000_204) == 16
     assert bench_command.scaling_epochs(1_000, 32_000_204) == bench_command.MAX_SCALING_EPOCHS
     assert bench_command.scaling_epochs(5_000_000, 5_000_000) == bench_command.TIMED_EPOCHS
+
+
+def test_scaling_takes_medians_over_rounds(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_command, "SCALING_SIZES", ("1k", "2k"))
+    # Seconds per epoch of each call, by size: the second round runs on a machine twice as slow.
+    seconds = {1_000: [1e-3, 2e-3, 1e-3], 2_000: [3e-3, 6e-3, 2.4e-3], 4_000: [4e-3, 8e-3, 4.4e-3]}
+    calls = []
+
+    def fake_time_epochs(directory, factors, use_genres, epochs):
+        count = 4_000 if directory == tmp_path / "full" else data.parse_size(directory.name.split("-")[1])
+        calls.append(count)
+        return {"seconds_per_epoch": seconds[count][calls.count(count) - 1]}
+
+    monkeypatch.setattr(als_stage, "time_epochs", fake_time_epochs)
+
+    result = bench_command.scaling({}, tmp_path / "full", 4_000, tmp_path)
+
+    assert calls == [1_000, 2_000, 4_000] * bench_command.SCALING_ROUNDS
+    assert result["ratio_by_round"] == [
+        {"1000": 1.0, "2000": 1.5, "4000": 1.0},
+        {"1000": 1.0, "2000": 1.5, "4000": 1.0},
+        {"1000": 1.0, "2000": 1.2, "4000": 1.1},
+    ]
+    assert result["ratio_to_smallest"] == {"1000": 1.0, "2000": 1.5, "4000": 1.0}
+    assert result["seconds_per_million_ratings"] == {"1000": 1.0, "2000": 1.5, "4000": 1.1}
+    assert not (tmp_path / "arrays-1k").exists()
