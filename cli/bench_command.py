@@ -128,11 +128,14 @@ def bench(
     n_users, n_items = synthetic.n_users, synthetic.n_items
     del synthetic
 
-    if not {"ingest", "freshness", "query"} & set(stages):
+    if not {"retrain", "ingest", "freshness", "query"} & set(stages):
         return report
     logs = work / "logs"
     logs.mkdir()
     with redis_server(work / "redis") as redis_url:
+        if "retrain" in report:
+            report["retrain"].update(store_stage.time_lists(data_dir, redis_url, report["retrain"]["version"]))
+            log.info("lists timed %s", report["retrain"])
         if "ingest" in stages:
             # Into the full database when there is one, which is what a deployment runs against;
             # into an empty one otherwise.

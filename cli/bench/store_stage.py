@@ -1,4 +1,5 @@
-"""The database stages: fill a DuckDB file with the synthetic ratings, read it back, retrain."""
+"""The database stages: fill a DuckDB file with the synthetic ratings, read it back, retrain,
+and write every user's list of the retrained version."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import redis
 
 import als
 from cli.bench.data import SyntheticData
 from store.database import Database
 from store.settings import Settings
-from worker.retrain import run_retrain
+from worker.retrain import finish_publication, run_retrain
 
 # Epochs of the timed full retrain.
 RETRAIN_EPOCHS = 10
@@ -75,3 +77,18 @@ def time_retrain(data_dir: Path, factors: int) -> dict:
         "publish_seconds": round(result["publish_seconds"], 2),
         "version": result["version"],
     }
+
+
+def time_lists(data_dir: Path, redis_url: str, version: int) -> dict:
+    """Publish `version` to Redis as a retrain worker does, writing every user's list; time it.
+
+    The server is emptied afterwards, so the stages after this one start from the same state as
+    when this stage does not run: no lists and no refold request for a consumer to act on.
+    """
+    settings = Settings(data_dir=data_dir, redis_url=redis_url)
+    connection = redis.Redis.from_url(redis_url)
+    started = time.perf_counter()
+    written = finish_publication(settings, connection, version)
+    seconds = time.perf_counter() - started
+    connection.flushdb()
+    return {"lists_written": written, "lists_seconds": round(seconds, 2)}

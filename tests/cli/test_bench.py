@@ -99,6 +99,7 @@ def test_bench_report_has_every_section(tmp_path, monkeypatch):
         assert {"ratings", "factors", "genres", "seconds_per_epoch", "peak_rss_mb"} <= set(result)
         assert result["ratings"] == 3_000
     assert {"ratings", "epochs", "seconds"} <= set(report["retrain"])
+    assert report["retrain"]["lists_written"] == report["data"]["users"]
     assert {"events", "events_per_second"} <= set(report["ingest"])
     assert {"events_per_second", "p50_ms", "p95_ms", "p99_ms"} <= set(report["freshness"])
     assert {"python_p50_ms", "python_p99_ms", "redis_p50_ms", "redis_p99_ms"} <= set(report["query"])
