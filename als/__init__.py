@@ -10,7 +10,16 @@ from als.foldin import fold_in, fold_in_many
 from als.genres import ItemGenres, build_item_genres, empty_item_genres, item_prior
 from als.metrics import mae, model_rmse, ndcg_at_k, recall_at_k, rmse
 from als.model import ALSModel, init_model
-from als.ranking import UNKNOWN, item_support, predict, ranking_scores, ranking_table, support_weights, top_n
+from als.ranking import (
+    UNKNOWN,
+    item_support,
+    predict,
+    ranking_scores,
+    ranking_table,
+    ranking_user_rows,
+    support_weights,
+    top_n,
+)
 from als.sparse import RatingMatrix, build_rating_matrix
 from als.steps import compute_loss, step_genres, step_items, step_users
 from als.training import EpochStats, train
@@ -39,6 +48,7 @@ __all__ = [
     "predict",
     "ranking_scores",
     "ranking_table",
+    "ranking_user_rows",
     "recall_at_k",
     "rmse",
     "step_genres",

@@ -136,15 +136,21 @@ def ranking_scores(
         return scores
     if table is None:
         table = ranking_table(item_bias, item_factors, support)
-    # One matrix product adds the biases and the support term too: each user row is
-    # (u_m, 1, w_m, b_m) and each item row (v_n, c_n, support_n, 1).
-    k = item_factors.shape[1]
+    return ranking_user_rows(user_bias, user_factors, weights) @ table.T
+
+
+def ranking_user_rows(user_bias: np.ndarray, user_factors: np.ndarray, support_weight) -> np.ndarray:
+    """Return the float32 (B, K + 3) rows (u_m, 1, w_m, b_m) whose product with ranking_table rows
+    (v_n, c_n, support_n, 1) is the ranking score: one matrix product adds the biases and the
+    support term too.
+    """
+    n_users, k = user_factors.shape
     users = np.empty((n_users, k + 3), np.float32)
     users[:, :k] = user_factors
     users[:, k] = 1.0
-    users[:, k + 1] = weights
+    users[:, k + 1] = support_weight
     users[:, k + 2] = user_bias
-    return users @ table.T
+    return users
 
 
 def ranking_table(item_bias: np.ndarray, item_factors: np.ndarray, support: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import als
+import worker.lists
 from worker.lists import USERS_PER_BLOCK, top_n_lists
 
 
@@ -47,6 +48,36 @@ def test_lists_match_full_sort(n):
 
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_array_equal(scores, expected_scores)
+
+
+@pytest.mark.parametrize("chunk", [7, 16, 33])
+def test_lists_match_full_sort_across_chunks(chunk, monkeypatch):
+    monkeypatch.setattr(worker.lists, "ITEMS_PER_CHUNK", chunk)
+    rng = np.random.default_rng(chunk)
+    user_bias, user_factors, item_bias, item_factors, counts = random_model(rng, 20, 300)
+    # Unsorted seen items, some in every chunk, and a user who rated nothing.
+    seen = [rng.choice(300, rng.integers(0, 200), replace=False).astype(np.int32) for _ in range(19)]
+    seen.append(np.zeros(0, np.int32))
+    weights = als.support_weights(0.5, 4.0, rng.integers(0, 30, 20))
+
+    indices, scores = top_n_lists(user_bias, user_factors, item_bias, item_factors, seen, 10,
+                                  item_rating_count=counts, support_weight=weights)
+    expected_indices, expected_scores = reference_lists(
+        user_bias, user_factors, item_bias, item_factors, seen, 10, counts, weights)
+
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-6)
+
+
+def test_lists_reject_mismatched_shapes():
+    rng = np.random.default_rng(4)
+    user_bias, user_factors, item_bias, item_factors, counts = random_model(rng, 3, 8)
+    with pytest.raises(ValueError, match=r"item_bias, item_rating_count: must have shape \(8,\)"):
+        top_n_lists(user_bias, user_factors, item_bias[:5], item_factors, [np.zeros(0, np.int32)] * 3, 2,
+                    item_rating_count=counts, support_weight=0.0)
+    with pytest.raises(ValueError, match=r"support_weight: must be a number or one weight per user \(3\)"):
+        top_n_lists(user_bias, user_factors, item_bias, item_factors, [np.zeros(0, np.int32)] * 3, 2,
+                    item_rating_count=counts, support_weight=np.ones(2))
 
 
 def test_equal_scores_ordered_by_item_index():
