@@ -374,8 +374,7 @@ class IngestConsumer:
             return
         with self.connection.pipeline(transaction=True) as pipe:
             for stream_id, fields, reason in dead:
-                dead_fields = {**_field_dict(fields), "reason": reason, "stream_id": _text(stream_id)}
-                pipe.xadd(DEAD_LETTER_STREAM, dead_fields)
+                pipe.execute_command("XADD", DEAD_LETTER_STREAM, "*", *_dead_letter_fields(fields, reason, stream_id))
             pipe.xack(self.stream, self.group, *[stream_id for stream_id, _, _ in dead])
             pipe.execute()
         for stream_id, _, reason in dead:
@@ -424,6 +423,23 @@ class IngestConsumer:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# Fields a dead-letter entry adds to the event's own. An event field of the same name is kept
+# as original_<name>, so the entry loses nothing of the event.
+DEAD_LETTER_FIELDS = ("reason", "stream_id")
+
+
+def _dead_letter_fields(fields: EntryFields, reason: str, stream_id: bytes) -> list:
+    """Return the flat field list of a dead-letter entry: every field of the event, in order and
+    repeated names included, then `reason` and `stream_id`."""
+    pairs = fields.items() if isinstance(fields, dict) else zip(fields[0::2], fields[1::2])
+    flat: list = []
+    for name, value in pairs:
+        if _text(name) in DEAD_LETTER_FIELDS:
+            name = f"original_{_text(name)}"
+        flat += [name, value]
+    return [*flat, "reason", reason, "stream_id", _text(stream_id)]
 
 
 def _field_dict(fields: EntryFields) -> dict:

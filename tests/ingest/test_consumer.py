@@ -186,6 +186,28 @@ def test_invalid_events_dead_lettered(settings, redis_client, db, refresh, caplo
     )
 
 
+def test_dead_letter_keeps_clashing_and_repeated_fields(settings, redis_client, db, refresh):
+    redis_client.execute_command(
+        "XADD", EVENTS_STREAM, "*", "user_id", "alice", "item_id", "2", "rating", "9",
+        "reason", "mine", "stream_id", "also mine", "note", "a", "note", "b",
+    )
+
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    # A client without redis-py's reply parsing, which turns an entry's fields into a dict.
+    raw_client = redis.Redis(connection_pool=redis_client.connection_pool)
+    raw_client.set_response_callback("XRANGE", lambda response, **options: response)
+    [(_, fields)] = raw_client.xrange(DEAD_LETTER_STREAM)
+    flat = [value.decode() for value in fields]
+    assert flat[:14] == [
+        "user_id", "alice", "item_id", "2", "rating", "9", "original_reason", "mine",
+        "original_stream_id", "also mine", "note", "a", "note", "b",
+    ]
+    assert flat[14:16] == ["reason", "rating: must be between 0.5 and 5.0, got 9"]
+    assert flat[16] == "stream_id"
+    assert pending_count(redis_client) == 0
+
+
 @pytest.mark.parametrize("batch_size", [1, 100])
 def test_out_of_order_and_redelivered(settings, redis_client, db, refresh, batch_size):
     settings = settings.model_copy(update={"ingest_batch_size": batch_size})
