@@ -10,6 +10,7 @@ import numpy as np
 
 from als.config import ALSConfig
 from als.kernels import pad_factors
+from als.memory import is_immutable
 from als.model import ALSModel
 from als.sparse import check_index_array
 from als.steps import no_prior, solve_side
@@ -83,13 +84,14 @@ def fold_in_many(
 # The padded rows of the last read-only item tables folded into: (factors, bias, padded rows).
 # A refresh worker folds many batches into one memory-mapped snapshot, and padding its 87,585
 # items took about 10 ms per call, more than folding in 150 users. Writable tables (training
-# and evaluation) can change in place, so they are padded on every call.
+# and evaluation) can change in place, and so can read-only views of them, so any table whose
+# memory is not immutable (als.memory.is_immutable) is padded on every call.
 _padded_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def _padded_item_table(item_factors: np.ndarray, item_bias: np.ndarray) -> np.ndarray:
     global _padded_cache
-    if item_factors.flags.writeable or item_bias.flags.writeable:
+    if not (is_immutable(item_factors) and is_immutable(item_bias)):
         return pad_factors(item_factors, item_bias)
     cache = _padded_cache
     if cache is None or cache[0] is not item_factors or cache[1] is not item_bias:

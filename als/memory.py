@@ -1,4 +1,5 @@
-"""Zeroed arrays backed by 2 MB pages where the operating system offers them.
+"""Zeroed arrays backed by 2 MB pages where the operating system offers them, and a check
+that an array's memory cannot change.
 
 The Gram loop gathers rows of the other side's padded table in the order of a row's ratings,
 so at 32M ratings most gathers land on a different 4 KB page of a 32 MB table and miss the
@@ -36,3 +37,25 @@ def huge_page_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     raw = np.frombuffer(mapping, np.uint8)
     offset = -raw.ctypes.data % HUGE_PAGE
     return raw[offset : offset + n_bytes].view(dtype).reshape(shape)
+
+
+def is_immutable(array: np.ndarray) -> bool:
+    """Return True when nothing can write the memory behind `array`.
+
+    A cleared writeable flag is not enough, because a read-only view of a writable array
+    changes with it, and so does an array that owns its memory but had a writable view taken
+    before its flag was cleared. So this requires every array in the chain of bases to be
+    read-only and the chain to end in a read-only buffer, such as the mapping of
+    np.load(mmap_mode="r").
+    """
+    current = array
+    while isinstance(current, np.ndarray):
+        if current.flags.writeable:
+            return False
+        current = current.base
+    if current is None:
+        return False
+    try:
+        return memoryview(current).readonly
+    except TypeError:
+        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import als
+from als.memory import is_immutable
 from worker.selection import finish_selection, select_chunk
 
 # Users scored together, and items per matrix product. A block's scores go through in chunks of
@@ -88,15 +89,15 @@ def _check_shapes(user_bias, user_factors, item_bias, item_factors, item_rating_
 
 # The ranking table of the last read-only item arrays seen: (item_bias, item_factors,
 # item_rating_count, table). A worker scores many rounds against one memory-mapped snapshot,
-# and the table of 87,585 items took about 5 ms to build per round. Writable arrays can change
-# in place, so their table is built on every call.
+# and the table of 87,585 items took about 5 ms to build per round. Writable arrays, and
+# read-only views of them, can change in place, so their table is built on every call.
 _table_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def _ranking_table(item_bias: np.ndarray, item_factors: np.ndarray, item_rating_count: np.ndarray) -> np.ndarray:
     global _table_cache
     arrays = (item_bias, item_factors, item_rating_count)
-    if any(array.flags.writeable for array in arrays):
+    if not all(is_immutable(array) for array in arrays):
         return als.ranking_table(item_bias, item_factors, als.item_support(item_rating_count))
     cached = _table_cache
     if cached is None or any(old is not new for old, new in zip(cached[:3], arrays)):

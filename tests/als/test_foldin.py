@@ -156,3 +156,27 @@ def test_foldin_works_on_memory_mapped_model(tmp_path):
     assert isinstance(model.item_factors, np.memmap)
     assert bias == expected[0]
     np.testing.assert_array_equal(factors, expected[1])
+
+
+def test_foldin_follows_read_only_view_of_changed_table():
+    # A read-only view does not make the memory immutable: the writable array it views can
+    # still change, and fold-in must not keep using the table padded before the change.
+    matrix, genres = random_problem(3)
+    config = als.ALSConfig(factors=3, epochs=2)
+    model = als.train(matrix, genres, config)
+    items, ratings = np.array([0, 2, 5]), np.array([4.0, 2.5, 1.0])
+    factors, bias = model.item_factors, model.item_bias
+    factors_view, bias_view = factors.view(), bias.view()
+    factors_view.flags.writeable = False
+    bias_view.flags.writeable = False
+    model.item_factors, model.item_bias = factors_view, bias_view
+    before = als.fold_in(items, ratings, model, config)
+
+    factors *= 2.0
+    bias += 1.0
+    after = als.fold_in(items, ratings, model, config)
+    fresh = model.copy()
+    expected = als.fold_in(items, ratings, fresh, config)
+    assert after[0] == pytest.approx(expected[0], abs=1e-6)
+    np.testing.assert_allclose(after[1], expected[1], rtol=1e-5, atol=1e-6)
+    assert after[0] != pytest.approx(before[0], abs=0.1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from als.kernels import pad_factors, tile_row_width
-from als.memory import HUGE_PAGE, MIN_HUGE_BYTES, huge_page_zeros
+from als.memory import HUGE_PAGE, MIN_HUGE_BYTES, huge_page_zeros, is_immutable
 
 
 def test_large_array_is_zeroed_writable_and_aligned():
@@ -65,3 +65,19 @@ def _huge_kilobytes(address: int) -> int:
             elif inside and line.startswith("AnonHugePages:"):
                 return int(line.split()[1])
     return 0
+
+
+def test_is_immutable_only_for_read_only_buffers(tmp_path):
+    np.save(tmp_path / "table.npy", np.ones((4, 3), np.float32))
+    mapped = np.load(tmp_path / "table.npy", mmap_mode="r")
+    assert is_immutable(mapped)
+    assert is_immutable(mapped[1:])
+    assert is_immutable(np.frombuffer(b"\x00" * 16, np.float32))
+
+    owned = np.ones(4, np.float32)
+    view = owned.view()
+    view.flags.writeable = False
+    assert not is_immutable(view)
+    owned.flags.writeable = False
+    assert not is_immutable(owned)
+    assert not is_immutable(np.frombuffer(bytearray(16), np.float32))

@@ -102,3 +102,23 @@ def test_user_who_rated_everything_gets_padding():
     assert np.isneginf(scores[0]).all()
     assert sorted(indices[1, :3].tolist()) == [0, 2, 4]
     assert indices[1, 3] == -1
+
+
+def test_lists_follow_read_only_view_of_changed_items():
+    # Read-only views of writable arrays can still change under the ranking table's cache.
+    rng = np.random.default_rng(4)
+    user_bias, user_factors, item_bias, item_factors, counts = random_model(rng, 3, 30)
+    seen = [np.zeros(0, np.int32)] * 3
+    views = [array.view() for array in (item_bias, item_factors, counts)]
+    for view in views:
+        view.flags.writeable = False
+    top_n_lists(user_bias, user_factors, *views[:2], seen, 5, item_rating_count=views[2], support_weight=0.1)
+
+    item_bias[:] = rng.normal(size=30)
+    item_factors[:] = rng.normal(size=(30, 4))
+    indices, scores = top_n_lists(user_bias, user_factors, *views[:2], seen, 5,
+                                  item_rating_count=views[2], support_weight=0.1)
+    expected_indices, expected_scores = reference_lists(
+        user_bias, user_factors, item_bias, item_factors, seen, 5, counts, 0.1)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(scores, expected_scores)
