@@ -122,6 +122,10 @@ def validate_entries(
     single = _SingleEntries()
     for position in sorted(others):
         fields = flat[position]
+        repeated = _repeated_field(fields)
+        if repeated is not None:
+            invalid.append((position, repeated))
+            continue
         mapping = dict(zip(fields[0::2], fields[1::2]))
         try:
             event = event_from_entry(_text(stream_ids[position]), mapping, rating_min, rating_max)
@@ -209,6 +213,28 @@ def _convert(values: Sequence[bytes], accepted: np.ndarray, convert) -> list:
 def _plain_ids(values: Sequence[bytes]) -> np.ndarray:
     """Return which ids are 1 to MAX_ID_LENGTH printable ASCII characters other than space."""
     return CharacterMatrix(values, MAX_ID_LENGTH).only(PRINTABLE_ASCII)
+
+
+def _repeated_field(fields: Sequence[bytes | str]) -> str | None:
+    """Return the reason to reject an entry that gives a field name more than once, else None.
+
+    XADD accepts repeated field names, and a mapping of the fields would keep only the last
+    value, so such an entry could store a user, item or rating the sender did not mean.
+    """
+    names = [_printable(name) for name in fields[0::2]]
+    if len(set(names)) == len(names):
+        return None
+    for name in names:
+        if names.count(name) > 1:
+            values = [_printable(value) for key, value in zip(names, fields[1::2]) if key == name]
+            quoted_values = " and ".join(repr(value[:80]) for value in values)
+            return f"{name}: given {len(values)} times, got {quoted_values}"
+    return None
+
+
+def _printable(value: bytes | str) -> str:
+    """Decode a field name or value for a message, escaping bytes that are not UTF-8."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
 def _flat_fields(fields: EntryFields) -> Sequence[bytes | str]:

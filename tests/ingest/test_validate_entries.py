@@ -121,7 +121,6 @@ EDGE_FIELDS = [
     _entry(item_id="é".encode() * 256),
     [b"user_id", b"u", b"item_id", b"7", b"rating", b"4.5", b"event_id", b"e1"],
     [b"item_id", b"7", b"user_id", b"u", b"rating", b"4.5"],
-    [b"user_id", b"u", b"item_id", b"7", b"rating", b"4.5", b"rating", b"9"],
     [b"user_id", b"u", b"item_id", b"7", b"rating", b"4.5", b"timestamp", b"100", b"extra", b"x"],
     [b"user_id", b"u", b"rating", b"4.5"],
 ]
@@ -171,3 +170,32 @@ def test_missing_timestamp_from_bytes_stream_id():
     columns, invalid = validate_entries([(b"1700000000999-3", _entry(timestamp=None))])
     assert invalid == []
     assert columns.timestamps.tolist() == [1_700_000_000]
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (
+            [b"user_id", b"1", b"item_id", b"7", b"rating", b"3", b"user_id", b"2"],
+            "user_id: given 2 times, got '1' and '2'",
+        ),
+        (
+            [b"user_id", b"1", b"item_id", b"7", b"rating", b"3", b"rating", b"5"],
+            "rating: given 2 times, got '3' and '5'",
+        ),
+        (
+            [b"user_id", b"u", b"item_id", b"7", b"rating", b"4.5", b"rating", b"9"],
+            "rating: given 2 times, got '4.5' and '9'",
+        ),
+        (
+            [b"user_id", b"1", b"item_id", b"7", b"item_id", b"7", b"rating", b"3", b"timestamp", b"9"],
+            "item_id: given 2 times, got '7' and '7'",
+        ),
+    ],
+)
+def test_repeated_field_rejected(fields, reason):
+    # XADD accepts a field name twice, and keeping either value would store a rating the
+    # sender may not have meant.
+    columns, invalid = validate_entries([("1000-0", fields)])
+    assert len(columns) == 0
+    assert invalid == [(0, reason)]
