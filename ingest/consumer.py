@@ -65,6 +65,10 @@ READ_AHEAD_MIN_ENTRIES = 1000
 # Seconds between two INFO lines summing up the batches committed.
 SUMMARY_INTERVAL = 30.0
 
+# Dead-lettered events logged one by one per batch. The rest of the batch gets one line with
+# their count, so a client that sends thousands of invalid events does not flood the log.
+DEAD_LETTER_LOG_LIMIT = 10
+
 # The error Redis sends, in place of NOGROUP, to an XREADGROUP blocked on a stream that is then
 # deleted (seen with Redis 7.0.15).
 STREAM_DELETED_ERROR = "UNBLOCKED the stream key no longer exists"
@@ -377,8 +381,13 @@ class IngestConsumer:
                 pipe.execute_command("XADD", DEAD_LETTER_STREAM, "*", *_dead_letter_fields(fields, reason, stream_id))
             pipe.xack(self.stream, self.group, *[stream_id for stream_id, _, _ in dead])
             pipe.execute()
-        for stream_id, _, reason in dead:
+        for stream_id, _, reason in dead[:DEAD_LETTER_LOG_LIMIT]:
             log.info("event dead-lettered reason=%s stream_id=%s", reason, _text(stream_id))
+        if len(dead) > DEAD_LETTER_LOG_LIMIT:
+            log.info(
+                "events dead-lettered count=%d not_logged=%d",
+                len(dead), len(dead) - DEAD_LETTER_LOG_LIMIT,
+            )
 
     def _wait_in_flight(self) -> None:
         """Wait for the batch handed to the publishing thread; raise its Redis error, if any."""

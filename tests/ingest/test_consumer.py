@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from ingest.client import RatingClient
-from ingest.consumer import IngestConsumer
+from ingest.consumer import DEAD_LETTER_LOG_LIMIT, IngestConsumer
 from ingest.group_reader import GroupReader
 from ingest.requests import serve_requests
 from store.database import Database, read_export
@@ -713,3 +713,23 @@ def test_request_stranded_by_outage_served_later(settings, redis_client, db, ref
     assert redis_client.llen(EXPORT_REQUESTS_SERVING) == 0
     assert redis_client.llen(EXPORT_REQUESTS) == 0
     assert refresh.users() == ["alice", "alice"]  # the batch's refresh, then the refold's
+
+
+def test_dead_letter_log_lines_limited(settings, redis_client, db, refresh, caplog):
+    # One client sending thousands of bad events must not write a log line for each of them.
+    settings = settings.model_copy(update={"ingest_batch_size": 100})
+    with redis_client.pipeline(transaction=False) as pipe:
+        for _ in range(3 * DEAD_LETTER_LOG_LIMIT):
+            pipe.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "2", "rating": "7"})
+        pipe.execute()
+
+    with caplog.at_level(logging.INFO, logger="ingest.consumer"):
+        drain(make_consumer(settings, redis_client, db, refresh))
+
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 3 * DEAD_LETTER_LOG_LIMIT
+    per_event = [message for message in caplog.messages if message.startswith("event dead-lettered ")]
+    assert len(per_event) == DEAD_LETTER_LOG_LIMIT
+    summaries = [message for message in caplog.messages if message.startswith("events dead-lettered ")]
+    assert summaries == [
+        f"events dead-lettered count={3 * DEAD_LETTER_LOG_LIMIT} not_logged={2 * DEAD_LETTER_LOG_LIMIT}"
+    ]
