@@ -14,6 +14,10 @@ if [ -z "${STREAMREC_TEST_REDIS_URL:-}" ]; then
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
       --pidfile "/tmp/streamrec-test-redis-$port.pid" --logfile "/tmp/streamrec-test-redis-$port.log"
     trap 'kill "$(cat /tmp/streamrec-test-redis-'"$port"'.pid)" 2>/dev/null || true' EXIT
+    for _ in $(seq 50); do
+      redis-cli -p "$port" ping >/dev/null 2>&1 && break
+      sleep 0.1
+    done
     export STREAMREC_TEST_REDIS_URL="redis://127.0.0.1:$port/15"
     echo "started redis-server on 127.0.0.1:$port for the tests"
   else
