@@ -46,6 +46,7 @@ from ingest.packed import send_packed
 from ingest.ownership import StreamOwnership
 from ingest.refresh_rows import RefreshRows
 from ingest.requests import EnqueueRefresh, restart_requests, serve_requests
+from ingest.trim import TRIM_INTERVAL_SECONDS, trim_events
 from store.database import AppliedBatch, Database
 from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
 from store.user_rows import UserRows
@@ -110,6 +111,7 @@ class IngestConsumer:
         self._read_pending = True  # this consumer's unacknowledged entries come first
         self._totals = {"events": 0, "written": 0, "dead": 0, "batches": 0}
         self._last_summary = time.monotonic()
+        self._last_trim: float | None = None
         # Set while run() runs: the thread that enqueues refreshes and acknowledges batches.
         self._publisher: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
@@ -212,6 +214,7 @@ class IngestConsumer:
             if collecting:
                 gc.enable()
         self._log_summary()
+        self._trim_events()
         return len(entries)
 
     # -- reading -------------------------------------------------------------------------------
@@ -378,7 +381,10 @@ class IngestConsumer:
             return
         with self.connection.pipeline(transaction=True) as pipe:
             for stream_id, fields, reason in dead:
-                pipe.execute_command("XADD", DEAD_LETTER_STREAM, "*", *_dead_letter_fields(fields, reason, stream_id))
+                pipe.execute_command(
+                    "XADD", DEAD_LETTER_STREAM, "MAXLEN", self.settings.dead_letter_max_entries, "*",
+                    *_dead_letter_fields(fields, reason, stream_id),
+                )
             pipe.xack(self.stream, self.group, *[stream_id for stream_id, _, _ in dead])
             pipe.execute()
         for stream_id, _, reason in dead[:DEAD_LETTER_LOG_LIMIT]:
@@ -412,6 +418,22 @@ class IngestConsumer:
             log.error(
                 "refresh enqueue failed users=%d seq=%d", len(user_ratings), seq, exc_info=True
             )
+
+    def _trim_events(self) -> None:
+        """Trim acknowledged events older than settings.events_keep_seconds, every few seconds."""
+        now = time.monotonic()
+        if self._last_trim is not None and now - self._last_trim < TRIM_INTERVAL_SECONDS:
+            return
+        self._last_trim = now
+        # Stream ids carry the Redis server's clock, so the age is measured on that clock too.
+        seconds, microseconds = self.connection.time()
+        try:
+            trim_events(
+                self.connection, self.stream, self.settings.events_keep_seconds,
+                seconds * 1000 + microseconds // 1000,
+            )
+        except redis.ResponseError as exc:
+            log.warning("events stream not trimmed stream=%s error=%s", self.stream, exc)
 
     def _log_summary(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     snapshots_kept: int = Field(
         default=5, ge=1, description="Published snapshot versions kept when pruning."
     )
+    events_keep_seconds: float = Field(
+        default=3600.0,
+        ge=0.0,
+        description="Seconds an event stays in the Redis stream once every consumer group has "
+        "acknowledged it; the ingest consumer trims older ones.",
+    )
+    dead_letter_max_entries: int = Field(
+        default=100_000, gt=0, description="Newest rejected events kept in the dead-letter stream."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -209,6 +209,44 @@ def test_dead_letter_keeps_clashing_and_repeated_fields(settings, redis_client, 
     assert pending_count(redis_client) == 0
 
 
+def test_consumer_trims_acknowledged_events(settings, redis_client, db, refresh):
+    settings = settings.model_copy(update={"events_keep_seconds": 0.0})
+    client = RatingClient(redis_client)
+    for item in range(3):
+        client.push("alice", str(item), 4.0)
+    consumer = make_consumer(settings, redis_client, db, refresh)
+
+    drain(consumer)
+
+    assert redis_client.xlen(EVENTS_STREAM) == 0
+    assert ratings_of(db, "alice") == {"0": 4.0, "1": 4.0, "2": 4.0}
+    client.push("alice", "3", 4.0)
+    drain(consumer)
+    # The next trim waits for the interval, so the new event stays in the stream for now.
+    assert redis_client.xlen(EVENTS_STREAM) == 1
+
+
+def test_consumer_keeps_young_events(settings, redis_client, db, refresh):
+    client = RatingClient(redis_client)
+    client.push("alice", "1", 4.0)
+
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    assert settings.events_keep_seconds == 3600.0
+    assert redis_client.xlen(EVENTS_STREAM) == 1
+
+
+def test_dead_letter_stream_keeps_the_newest(settings, redis_client, db, refresh):
+    settings = settings.model_copy(update={"dead_letter_max_entries": 3})
+    for value in range(5):
+        redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": str(value), "rating": "9"})
+
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    kept = [fields[b"item_id"] for _, fields in redis_client.xrange(DEAD_LETTER_STREAM)]
+    assert kept == [b"2", b"3", b"4"]
+
+
 @pytest.mark.parametrize("batch_size", [1, 100])
 def test_out_of_order_and_redelivered(settings, redis_client, db, refresh, batch_size):
     settings = settings.model_copy(update={"ingest_batch_size": batch_size})
