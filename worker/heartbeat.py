@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import redis
 from rq import SimpleWorker
@@ -30,7 +31,20 @@ JOB_RENEW_SECONDS = 20.0
 
 
 class LeasedJobWorker(SimpleWorker):
-    """SimpleWorker that renews its running job's StartedJobRegistry entry from a thread."""
+    """SimpleWorker that renews its running job's StartedJobRegistry entry from a thread.
+
+    `maintenance` is called after rq's own maintenance, between jobs.
+    """
+
+    def __init__(self, *args, maintenance: Callable[[], object] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._maintenance = maintenance
+
+    def run_maintenance_tasks(self) -> None:
+        """Run rq's maintenance, then this worker's own."""
+        super().run_maintenance_tasks()
+        if self._maintenance is not None:
+            self._maintenance()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Return the lease: how long the job's registry entry lives without a renewal."""

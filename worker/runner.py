@@ -7,10 +7,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import redis
 from rq import SimpleWorker
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 import als
@@ -127,8 +129,10 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         pending_check = PendingCheck(connection)
         pending_check.check()
         pending_check.start()
+    maintenance = None
     if "retrain" in queue_names:
         resume_publication(settings, connection)
+        maintenance = PublicationCheck(settings, connection, retrain_queue(connection))
     periodic = None
     if settings.retrain_interval_seconds > 0 and "retrain" in queue_names:
         periodic = PeriodicRetrain(connection, settings.retrain_interval_seconds)
@@ -136,7 +140,7 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         log.info("periodic retrain on interval_seconds=%s", settings.retrain_interval_seconds)
 
     try:
-        work_until_stopped(connection, queues, burst)
+        work_until_stopped(connection, queues, burst, maintenance)
     finally:
         if periodic is not None:
             periodic.stop()
@@ -145,7 +149,35 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         log.info("worker stopped")
 
 
-def work_until_stopped(connection: redis.Redis, queues: list, burst: bool) -> None:
+class PublicationCheck:
+    """Maintenance step of a retrain worker: rewrite the lists of the current version when Redis
+    lost them.
+
+    A Redis restarted without persistence loses every list and the key naming the version whose
+    lists were written, and a worker killed while publishing leaves that key behind. The check runs
+    between jobs, and not while another worker runs a retrain, which writes the lists itself.
+    """
+
+    def __init__(self, settings: Settings, connection: redis.Redis, queue) -> None:
+        self._settings = settings
+        self._connection = connection
+        self._queue = queue
+
+    def __call__(self) -> None:
+        try:
+            if StartedJobRegistry(queue=self._queue).count:
+                return
+            resume_publication(self._settings, self._connection)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception:
+            # An unreadable snapshot must not stop the worker, so the next pass tries again.
+            log.exception("publication check failed, trying again at the next maintenance")
+
+
+def work_until_stopped(
+    connection: redis.Redis, queues: list, burst: bool, maintenance: Callable[[], object] | None = None
+) -> None:
     """Run SimpleWorkers on `queues` one after another until one stops on request or ends a burst.
 
     rq's work loop returns after an error it does not handle, such as a Redis restart. Ending the
@@ -157,7 +189,7 @@ def work_until_stopped(connection: redis.Redis, queues: list, burst: bool) -> No
     delay = RESTART_FIRST_DELAY
     while True:
         worker = LeasedJobWorker(
-            queues, connection=connection, serializer=JSONSerializer,
+            queues, connection=connection, serializer=JSONSerializer, maintenance=maintenance,
             maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
             # rq runs maintenance between dequeues, and an idle worker waits worker_ttl - 15 s
             # for a job (405 s by default), so this makes an idle worker check every interval.

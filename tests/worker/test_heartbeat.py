@@ -71,3 +71,15 @@ def test_lease_of_dead_worker_expires(redis_client, short_lease):
     assert registry.get_expired_job_ids() == []
     time.sleep(2.5)
     assert [str(job_id) for job_id in registry.get_expired_job_ids()] == [job.id]
+
+
+def test_maintenance_step_runs_after_rqs(redis_client):
+    calls = []
+    queue = Queue("test-maintenance", connection=redis_client, serializer=JSONSerializer)
+    worker = LeasedJobWorker(
+        [queue], connection=redis_client, serializer=JSONSerializer, maintenance=lambda: calls.append(1)
+    )
+
+    worker.run_maintenance_tasks()
+
+    assert calls == [1]

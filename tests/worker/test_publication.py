@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from rq.registry import StartedJobRegistry
 
 import als
 from cli.main import main
@@ -12,7 +14,9 @@ from store import keys
 from store.snapshots import SnapshotStore
 from store.user_state import read_user_state
 from worker.refresh import refresh_users
+from worker.queues import retrain_queue
 from worker.retrain import resume_publication, run_retrain
+from worker.runner import PublicationCheck
 
 ROWS = [(f"u{u}", str(i), float(1 + (u + i) % 5), 1000 + 10 * u + i) for u in range(8) for i in (1, 2, 3)]
 FAST = als.ALSConfig(factors=3, epochs=3)
@@ -61,6 +65,35 @@ def test_resume_finishes_interrupted_publication(two_versions, redis_client):
     assert int(redis_client.get(keys.SNAPSHOT_LISTS_WRITTEN)) == 2
     assert int(redis_client.get(keys.SNAPSHOT_CURRENT)) == 2
     assert resume_publication(two_versions, redis_client) is None
+
+
+def test_publication_check_rewrites_lists_lost_by_redis(two_versions, redis_client):
+    # A Redis restarted without persistence: every list and version key is gone.
+    redis_client.flushdb()
+
+    PublicationCheck(two_versions, redis_client, retrain_queue(redis_client))()
+
+    assert int(redis_client.get(keys.SNAPSHOT_LISTS_WRITTEN)) == 2
+    assert read_user_state(redis_client, "u0").version == 2
+
+
+def test_publication_check_waits_for_a_running_retrain(two_versions, redis_client):
+    redis_client.flushdb()
+    queue = retrain_queue(redis_client)
+    redis_client.zadd(StartedJobRegistry(queue=queue).key, {"running-retrain": time.time() + 100})
+
+    PublicationCheck(two_versions, redis_client, queue)()
+
+    assert redis_client.get(keys.SNAPSHOT_LISTS_WRITTEN) is None
+
+
+def test_publication_check_survives_an_unreadable_snapshot(two_versions, redis_client, caplog):
+    redis_client.flushdb()
+    (SnapshotStore(two_versions.snapshots_dir).version_path(2) / "manifest.json").write_text("{")
+
+    PublicationCheck(two_versions, redis_client, retrain_queue(redis_client))()
+
+    assert "publication check failed" in caplog.text
 
 
 def test_snapshots_list_marks_current(two_versions, capsys):
