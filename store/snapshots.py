@@ -22,8 +22,8 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -290,7 +290,10 @@ class SnapshotStore:
 
         with self._lock():
             self._remove_leftovers()
-            tmp_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.snapshots_dir))
+            # os.mkdir applies the umask as for any other directory. mkdtemp would make it
+            # 0700, which readers running as another user cannot open.
+            tmp_dir = self.snapshots_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+            tmp_dir.mkdir()
             entries = {name: _write_array(tmp_dir, name, array) for name, array in arrays.items()}
 
             version = max(self._version_dirs(), default=0) + 1

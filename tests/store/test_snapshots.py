@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,17 @@ def test_versions_increase_and_current_moves(tmp_path: Path) -> None:
     assert (tmp_path / "CURRENT").read_text() == "2\n"
     assert store.open().watermark == 2
     assert store.open(1).watermark == 1
+
+
+def test_version_directory_follows_umask(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        version = SnapshotStore(tmp_path).publish(make_snapshot_data(watermark=1))
+    finally:
+        os.umask(old_umask)
+
+    mode = stat.S_IMODE(os.stat(SnapshotStore(tmp_path).version_path(version)).st_mode)
+    assert mode == 0o755
 
 
 def test_open_without_snapshot_raises(tmp_path: Path) -> None:
