@@ -73,7 +73,7 @@ def _run_in_child(directory: Path, factors: int, use_genres: bool, epochs: int) 
         "seconds_per_epoch": round(float(np.median(steady)), 3),
         "first_epoch_seconds": round(seconds[0], 3),
         "peak_rss_mb": round(peak_kb / 1024, 1),
-        "final_rmse_loss": round(losses[-1], 1),
+        "final_loss": round(losses[-1], 1),
     }
 
 
