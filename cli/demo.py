@@ -1,7 +1,8 @@
 """`streamrec demo`: the whole path on MovieLens, from a pushed rating to a changed recommendation.
 
 Without REDIS_URL everything runs in this process on fakeredis, and refresh jobs run inline.
-With REDIS_URL the ingest consumer and a worker run as separate processes, as in production.
+With REDIS_URL the ingest consumer, a refresh worker and a retrain worker run as separate
+processes, as in production.
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         heading(f"2. User {user_id}: recommendations from version 1")
         before = recommender.recommend(user_id, n=10)
         print_items(before, as_json=False)
+        print(
+            "  score orders the lists: the predicted rating minus the mean rating, plus a bonus "
+            "for items with many ratings; it is not a number of stars"
+        )
 
         heading(f"3. Stream the latest 20% ({len(order):,} ratings) as events, in time order")
         cluster.start_processes()
