@@ -459,6 +459,7 @@ def _text(value: bytes | str) -> str:
 # Fields a dead-letter entry adds to the event's own. An event field of the same name is kept
 # as original_<name>, so the entry loses nothing of the event.
 DEAD_LETTER_FIELDS = ("reason", "stream_id")
+_DEAD_LETTER_RAW_NAMES = tuple(name.encode() for name in DEAD_LETTER_FIELDS)
 
 
 def _dead_letter_fields(fields: EntryFields, reason: str, stream_id: bytes) -> list:
@@ -467,8 +468,10 @@ def _dead_letter_fields(fields: EntryFields, reason: str, stream_id: bytes) -> l
     pairs = fields.items() if isinstance(fields, dict) else zip(fields[0::2], fields[1::2])
     flat: list = []
     for name, value in pairs:
-        if _text(name) in DEAD_LETTER_FIELDS:
-            name = f"original_{_text(name)}"
+        # Names are compared as bytes because an event's field name need not be UTF-8.
+        raw_name = name.encode() if isinstance(name, str) else name
+        if raw_name in _DEAD_LETTER_RAW_NAMES:
+            name = b"original_" + raw_name
         flat += [name, value]
     return [*flat, "reason", reason, "stream_id", _text(stream_id)]
 

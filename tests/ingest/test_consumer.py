@@ -772,3 +772,22 @@ def test_dead_letter_log_lines_limited(settings, redis_client, db, refresh, capl
     assert summaries == [
         f"events dead-lettered count={3 * DEAD_LETTER_LOG_LIMIT} not_logged={2 * DEAD_LETTER_LOG_LIMIT}"
     ]
+
+
+def test_dead_letter_keeps_binary_field_name(settings, redis_client, db, refresh):
+    # A field name that is not UTF-8 once made the consumer raise UnicodeDecodeError while it
+    # built the dead-letter entry, so the event stayed pending and stopped ingest at every start.
+    redis_client.execute_command(
+        "XADD", EVENTS_STREAM, "*", "user_id", "alice", "item_id", "2", "rating", "4", b"\xff", b"\xfe",
+    )
+    redis_client.xadd(EVENTS_STREAM, {"user_id": "bob", "item_id": "3", "rating": "2.5"})
+
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    raw_client = redis.Redis(connection_pool=redis_client.connection_pool)
+    raw_client.set_response_callback("XRANGE", lambda response, **options: response)
+    [(_, fields)] = raw_client.xrange(DEAD_LETTER_STREAM)
+    assert fields[:8] == [b"user_id", b"alice", b"item_id", b"2", b"rating", b"4", b"\xff", b"\xfe"]
+    assert fields[8] == b"reason"
+    assert ratings_of(db, "bob") == {"3": 2.5}
+    assert pending_count(redis_client) == 0
