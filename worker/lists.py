@@ -35,6 +35,10 @@ def top_n_lists(
     out. Returns (indices, scores), both of shape (users, min(n, items)), best first with equal
     scores to the lower item index. A row with fewer candidates than `n` is padded with index -1
     and score -inf.
+
+    NOTE: items with identical rows (cold items with the same genres, for one) can get scores
+    that differ in the last float32 bit, because OpenBLAS can round a narrow last chunk's
+    products differently. Their order is then not by item index.
     """
     n_users = user_factors.shape[0]
     n_items = item_factors.shape[0]
