@@ -38,10 +38,13 @@ def parse_stages(text: str) -> tuple[str, ...]:
     """Parse --stages: names from STAGES separated by commas, in any order."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in STAGES]
-    if unknown or not names:
+    # argparse puts "argument --stages:" before the message.
+    if unknown:
         raise argparse.ArgumentTypeError(
-            f"--stages: expected names from {','.join(STAGES)}, got {text!r}"
+            f"invalid stage {unknown[0]!r}; expected names from {','.join(STAGES)}, got {text!r}"
         )
+    if not names:
+        raise argparse.ArgumentTypeError(f"no stage given; expected names from {','.join(STAGES)}")
     return names
 
 

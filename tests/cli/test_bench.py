@@ -10,6 +10,7 @@ import pytest
 from cli import bench_command
 from cli.bench import als_stage, data, flow_stage
 from cli.bench.machine import core_check_seconds
+from cli.main import build_parser
 
 
 def test_parse_size_reads_suffixes():
@@ -110,6 +111,17 @@ def test_parse_stages_names_the_unknown_stage():
     assert bench_command.parse_stages("query, als") == ("query", "als")
     with pytest.raises(argparse.ArgumentTypeError, match="'als,train'"):
         bench_command.parse_stages("als,train")
+
+
+def test_stages_error_names_option_once(capsys):
+    # argparse already starts the message with "argument --stages:", which the text repeated.
+    parser = build_parser(["bench"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--stages", "als,train"])
+
+    error = capsys.readouterr().err
+    assert "argument --stages: invalid stage 'train'" in error
+    assert error.count("--stages:") == 1
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
