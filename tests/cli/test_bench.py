@@ -176,3 +176,18 @@ def test_scaling_takes_medians_over_rounds(tmp_path, monkeypatch):
     assert result["ratio_to_smallest"] == {"1000": 1.0, "2000": 1.5, "4000": 1.0}
     assert result["seconds_per_million_ratings"] == {"1000": 1.0, "2000": 1.5, "4000": 1.1}
     assert not (tmp_path / "arrays-1k").exists()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_query_alone_reports_no_lists_read(tmp_path, monkeypatch):
+    # The retrain's lists are deleted after timing, so without the freshness stage the query
+    # stage finds no list to read. The report used to leave the Redis keys out without a word.
+    monkeypatch.setattr(bench_command, "QUERY_CALLS", 50)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    report = bench_command.bench(3_000, work, None, ingest_events=200, stages=("query",))
+
+    assert set(report) == {"machine", "data", "load", "retrain", "query"}
+    assert report["query"]["redis_lists"] == 0
+    assert "redis_p99_ms" not in report["query"]
