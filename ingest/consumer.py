@@ -456,10 +456,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-# Fields a dead-letter entry adds to the event's own. An event field of the same name is kept
-# as original_<name>, so the entry loses nothing of the event.
+# Fields a dead-letter entry adds to the event's own. An event field of the same name, or one
+# whose name starts with original_, gets one more original_ in front. Taking one original_ off
+# every name that starts with it then gives back the event's fields exactly.
 DEAD_LETTER_FIELDS = ("reason", "stream_id")
 _DEAD_LETTER_RAW_NAMES = tuple(name.encode() for name in DEAD_LETTER_FIELDS)
+_ORIGINAL_PREFIX = b"original_"
 
 
 def _dead_letter_fields(fields: EntryFields, reason: str, stream_id: bytes) -> list:
@@ -470,8 +472,8 @@ def _dead_letter_fields(fields: EntryFields, reason: str, stream_id: bytes) -> l
     for name, value in pairs:
         # Names are compared as bytes because an event's field name need not be UTF-8.
         raw_name = name.encode() if isinstance(name, str) else name
-        if raw_name in _DEAD_LETTER_RAW_NAMES:
-            name = b"original_" + raw_name
+        if raw_name in _DEAD_LETTER_RAW_NAMES or raw_name.startswith(_ORIGINAL_PREFIX):
+            name = _ORIGINAL_PREFIX + raw_name
         flat += [name, value]
     return [*flat, "reason", reason, "stream_id", _text(stream_id)]
 

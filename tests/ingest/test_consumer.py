@@ -189,7 +189,7 @@ def test_invalid_events_dead_lettered(settings, redis_client, db, refresh, caplo
 def test_dead_letter_keeps_clashing_and_repeated_fields(settings, redis_client, db, refresh):
     redis_client.execute_command(
         "XADD", EVENTS_STREAM, "*", "user_id", "alice", "item_id", "2", "rating", "4",
-        "reason", "mine", "stream_id", "also mine", "note", "a", "note", "b",
+        "reason", "mine", "stream_id", "also mine", "note", "a", "note", "b", "original_reason", "c",
     )
 
     drain(make_consumer(settings, redis_client, db, refresh))
@@ -199,12 +199,12 @@ def test_dead_letter_keeps_clashing_and_repeated_fields(settings, redis_client, 
     raw_client.set_response_callback("XRANGE", lambda response, **options: response)
     [(_, fields)] = raw_client.xrange(DEAD_LETTER_STREAM)
     flat = [value.decode() for value in fields]
-    assert flat[:14] == [
+    assert flat[:16] == [
         "user_id", "alice", "item_id", "2", "rating", "4", "original_reason", "mine",
-        "original_stream_id", "also mine", "note", "a", "note", "b",
+        "original_stream_id", "also mine", "note", "a", "note", "b", "original_original_reason", "c",
     ]
-    assert flat[14:16] == ["reason", "note: given 2 times, got 'a' and 'b'"]
-    assert flat[16] == "stream_id"
+    assert flat[16:18] == ["reason", "note: given 2 times, got 'a' and 'b'"]
+    assert flat[18] == "stream_id"
     assert ratings_of(db, "alice") == {}
     assert pending_count(redis_client) == 0
 
