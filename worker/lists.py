@@ -14,6 +14,10 @@ from worker.selection import finish_selection, select_chunk
 # product took 4 to 8 ms with OpenBLAS on 2 cores, and chunks of 8,192 items about 0.7 ms.
 USERS_PER_BLOCK = 128
 ITEMS_PER_CHUNK = 2048
+# A catalogue of at most ITEMS_PER_CHUNK items goes in one product whose width is rounded up to
+# a multiple of this. OpenBLAS rounds the products of a partial column block differently from a
+# full one, so equal item rows must not fall in one: their scores would differ in the last bit.
+COLUMN_BLOCK = 64
 
 
 def top_n_lists(
@@ -36,10 +40,11 @@ def top_n_lists(
     scores to the lower item index. A row with fewer candidates than `n` is padded with index -1
     and score -inf.
 
-    NOTE: items with identical rows (cold items with the same genres, for one) can get scores
-    that differ in the last float32 bit, because OpenBLAS can round a narrow last chunk's
-    products differently. Their order is then not by item index.
+    Every product has the same width, the last chunk padded with zero rows, so items with
+    identical rows (cold items with the same genres, for one) get identical scores.
     """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n: must be a non-negative integer, got {n!r}")
     n_users = user_factors.shape[0]
     n_items = item_factors.shape[0]
     width = min(n, n_items)
@@ -49,8 +54,9 @@ def top_n_lists(
         return indices, scores
 
     _check_shapes(user_bias, user_factors, item_bias, item_factors, item_rating_count, support_weight)
-    table = _ranking_table(item_bias, item_factors, item_rating_count)
-    buffer = np.empty(min(USERS_PER_BLOCK, n_users) * min(ITEMS_PER_CHUNK, n_items), np.float32)
+    chunk = chunk_width(n_items)
+    table = _ranking_table(item_bias, item_factors, item_rating_count, chunk)
+    buffer = np.empty((min(USERS_PER_BLOCK, n_users), chunk), np.float32)
     for start in range(0, n_users, USERS_PER_BLOCK):
         stop = min(start + USERS_PER_BLOCK, n_users)
         weights = support_weight if np.ndim(support_weight) == 0 else support_weight[start:stop]
@@ -58,17 +64,28 @@ def top_n_lists(
         block_seen = seen[start:stop]
         seen_indptr = np.zeros(stop - start + 1, dtype=np.int64)
         np.cumsum([len(rated) for rated in block_seen], out=seen_indptr[1:])
-        seen_indices = (
-            np.concatenate(block_seen).astype(np.int64) if seen_indptr[-1] else np.zeros(0, np.int64)
-        )
+        seen_indices = np.concatenate(block_seen) if seen_indptr[-1] else np.zeros(0, np.int64)
+        if not np.issubdtype(seen_indices.dtype, np.integer):
+            raise ValueError(f"seen: item indices must be integers, got dtype {seen_indices.dtype}")
+        seen_indices = seen_indices.astype(np.int64)
         sizes = np.zeros(stop - start, np.int64)
-        for first in range(0, n_items, ITEMS_PER_CHUNK):
-            last = min(first + ITEMS_PER_CHUNK, n_items)
-            chunk_scores = buffer[: (stop - start) * (last - first)].reshape(stop - start, last - first)
-            np.matmul(user_rows, table[first:last].T, out=chunk_scores)
-            select_chunk(chunk_scores, first, seen_indptr, seen_indices, indices[start:stop], scores[start:stop], sizes)
+        chunk_scores = buffer[: stop - start]
+        for first in range(0, n_items, chunk):
+            np.matmul(user_rows, table[first : first + chunk].T, out=chunk_scores)
+            select_chunk(
+                chunk_scores, min(chunk, n_items - first), first, seen_indptr, seen_indices,
+                indices[start:stop], scores[start:stop], sizes,
+            )
         finish_selection(indices[start:stop], scores[start:stop], sizes)
     return indices, scores
+
+
+def chunk_width(n_items: int) -> int:
+    """Return the items per product: ITEMS_PER_CHUNK, or for a smaller catalogue all of it
+    rounded up to COLUMN_BLOCK."""
+    if n_items > ITEMS_PER_CHUNK:
+        return ITEMS_PER_CHUNK
+    return -(-n_items // COLUMN_BLOCK) * COLUMN_BLOCK
 
 
 def _check_shapes(user_bias, user_factors, item_bias, item_factors, item_rating_count, support_weight):
@@ -92,20 +109,31 @@ def _check_shapes(user_bias, user_factors, item_bias, item_factors, item_rating_
 
 
 # The ranking table of the last read-only item arrays seen: (item_bias, item_factors,
-# item_rating_count, table). A worker scores many rounds against one memory-mapped snapshot,
-# and the table of 87,585 items took about 5 ms to build per round. Writable arrays, and
-# read-only views of them, can change in place, so their table is built on every call.
-_table_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+# item_rating_count, chunk, table). A worker scores many rounds against one memory-mapped
+# snapshot, and the table of 87,585 items took about 5 ms to build per round. Writable arrays,
+# and read-only views of them, can change in place, so their table is built on every call.
+_table_cache: tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray] | None = None
 
 
-def _ranking_table(item_bias: np.ndarray, item_factors: np.ndarray, item_rating_count: np.ndarray) -> np.ndarray:
+def _ranking_table(
+    item_bias: np.ndarray, item_factors: np.ndarray, item_rating_count: np.ndarray, chunk: int
+) -> np.ndarray:
+    """Return als.ranking_table of the items with zero rows appended up to a multiple of chunk."""
     global _table_cache
     arrays = (item_bias, item_factors, item_rating_count)
     if not all(is_immutable(array) for array in arrays):
-        return als.ranking_table(item_bias, item_factors, als.item_support(item_rating_count))
+        return _padded_table(item_bias, item_factors, item_rating_count, chunk)
     cached = _table_cache
-    if cached is None or any(old is not new for old, new in zip(cached[:3], arrays)):
-        table = als.ranking_table(item_bias, item_factors, als.item_support(item_rating_count))
-        _table_cache = (*arrays, table)
+    if cached is None or cached[3] != chunk or any(old is not new for old, new in zip(cached[:3], arrays)):
+        table = _padded_table(item_bias, item_factors, item_rating_count, chunk)
+        _table_cache = (*arrays, chunk, table)
         return table
-    return cached[3]
+    return cached[4]
+
+
+def _padded_table(item_bias, item_factors, item_rating_count, chunk: int) -> np.ndarray:
+    table = als.ranking_table(item_bias, item_factors, als.item_support(item_rating_count))
+    n_items = table.shape[0]
+    padded = np.zeros((-(-n_items // chunk) * chunk, table.shape[1]), np.float32)
+    padded[:n_items] = table
+    return padded

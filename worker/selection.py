@@ -42,16 +42,18 @@ SKIP_BLOCK = 16
 
 
 @njit(cache=True, nogil=True)
-def select_chunk(scores, first_item, seen_indptr, seen_indices, heap_index, heap_scores, sizes):
-    """Add the items first_item .. first_item + C - 1 of each row to the row's heap of best items.
+def select_chunk(scores, n_items, first_item, seen_indptr, seen_indices, heap_index, heap_scores, sizes):
+    """Add the items first_item .. first_item + n_items - 1 of each row to the row's heap of best
+    items.
 
-    scores (B, C) float32 contains those items' scores and is overwritten: seen items of row b
+    scores (B, C) float32, C >= n_items, contains those items' scores in its first n_items
+    columns and is overwritten: seen items of row b
     (seen_indices[seen_indptr[b]:seen_indptr[b + 1]]) that fall in the chunk are set to -inf.
     heap_index (B, n) int64, heap_scores (B, n) float32 and sizes (B,) int64 carry each row's
     heap from chunk to chunk; start with sizes 0 and end with finish_selection. A heap's root is
     the worst entry kept, so most items cost one comparison with it.
     """
-    n_rows, n_items = scores.shape
+    n_rows = scores.shape[0]
     width = heap_index.shape[1]
     for row in range(n_rows):
         for position in range(seen_indptr[row], seen_indptr[row + 1]):

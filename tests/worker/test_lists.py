@@ -80,6 +80,17 @@ def test_lists_reject_mismatched_shapes():
                     item_rating_count=counts, support_weight=np.ones(2))
 
 
+def test_lists_reject_bad_n_and_float_seen():
+    rng = np.random.default_rng(5)
+    user_bias, user_factors, item_bias, item_factors, counts = random_model(rng, 2, 8)
+    with pytest.raises(ValueError, match=r"n: must be a non-negative integer, got -1"):
+        top_n_lists(user_bias, user_factors, item_bias, item_factors, [np.zeros(0, np.int32)] * 2, -1,
+                    item_rating_count=counts, support_weight=0.0)
+    with pytest.raises(ValueError, match=r"seen: item indices must be integers, got dtype float64"):
+        top_n_lists(user_bias, user_factors, item_bias, item_factors, [np.array([1.0]), np.array([2.0])], 3,
+                    item_rating_count=counts, support_weight=0.0)
+
+
 def test_equal_scores_ordered_by_item_index():
     item_factors = np.zeros((6, 2), np.float32)
     indices, scores = top_n_lists(
@@ -122,3 +133,20 @@ def test_lists_follow_read_only_view_of_changed_items():
         user_bias, user_factors, item_bias, item_factors, seen, 5, counts, 0.1)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_array_equal(scores, expected_scores)
+
+
+@pytest.mark.parametrize("n_items", [17, 2049, 4097])
+@pytest.mark.parametrize("n_users", [1, 3])
+def test_identical_items_ordered_by_index(n_users, n_items):
+    rng = np.random.default_rng(n_items + n_users)
+    item_factors = np.tile(rng.standard_normal(16).astype(np.float32), (n_items, 1))
+
+    indices, scores = top_n_lists(
+        np.zeros(n_users, np.float32), rng.standard_normal((n_users, 16)).astype(np.float32),
+        np.zeros(n_items, np.float32), item_factors, [np.zeros(0, np.int32)] * n_users, 10,
+        item_rating_count=np.zeros(n_items, np.int64), support_weight=0.0,
+    )
+
+    for row in range(n_users):
+        assert indices[row].tolist() == list(range(10))
+        assert len(set(scores[row].tolist())) == 1
