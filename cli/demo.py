@@ -77,7 +77,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     if settings.redis_url:
         connection = connect_redis(settings)
         cluster = ProcessCluster(settings, connection)
-        print(f"Redis: {settings.redis_url} (ingest and worker run as separate processes)")
+        print(f"Redis: {settings.redis_url} (the ingest consumer and two workers run as separate processes)")
     else:
         connection = embedded_redis()
         cluster = EmbeddedCluster(settings, connection)
