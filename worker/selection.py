@@ -50,7 +50,7 @@ def select_chunk(scores, n_items, first_item, seen_indptr, seen_indices, heap_in
     columns and is overwritten: seen items of row b
     (seen_indices[seen_indptr[b]:seen_indptr[b + 1]]) that fall in the chunk are set to -inf.
     heap_index (B, n) int64, heap_scores (B, n) float32 and sizes (B,) int64 carry each row's
-    heap from chunk to chunk; start with sizes 0 and end with finish_selection. A heap's root is
+    heap from chunk to chunk. Start with sizes 0, and end with finish_selection. A heap's root is
     the worst entry kept, so most items cost one comparison with it.
     """
     n_rows = scores.shape[0]
