@@ -10,6 +10,7 @@ COPY cli cli
 COPY evaluation evaluation
 COPY data data
 RUN pip install --no-cache-dir .
-# numba writes its compiled-kernel cache beside the sources; keep it writable.
-ENV NUMBA_CACHE_DIR=/tmp/numba-cache
+# numba's compiled kernels; docker-compose.yml mounts a volume here, so a restarted container
+# loads them instead of compiling them again.
+ENV NUMBA_CACHE_DIR=/var/cache/numba
 CMD ["streamrec", "--help"]

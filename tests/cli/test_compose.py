@@ -39,3 +39,12 @@ def test_compose_command_parses(service):
 def test_compose_redis_appends_to_disk():
     command = compose_commands()["redis"]
     assert command[command.index("--appendonly") + 1] == "yes"
+
+
+def test_compose_keeps_the_numba_cache_on_a_volume():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    cache_dir = re.search(r"^ENV NUMBA_CACHE_DIR=(\S+)$", dockerfile, re.MULTILINE).group(1)
+    compose = (REPO_ROOT / "docker-compose.yml").read_text()
+
+    assert re.search(rf"^    - numba-cache:{re.escape(cache_dir)}$", compose, re.MULTILINE)
+    assert re.search(r"^  numba-cache:$", compose, re.MULTILINE)
