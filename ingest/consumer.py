@@ -430,7 +430,7 @@ class IngestConsumer:
         try:
             trim_events(
                 self.connection, self.stream, self.settings.events_keep_seconds,
-                seconds * 1000 + microseconds // 1000,
+                seconds * 1000 + microseconds // 1000, group=self.group,
             )
         except redis.ResponseError as exc:
             log.warning("events stream not trimmed stream=%s error=%s", self.stream, exc)

@@ -17,12 +17,16 @@ log = logging.getLogger(__name__)
 TRIM_INTERVAL_SECONDS = 10.0
 
 
-def trim_events(connection: redis.Redis, stream: str, keep_seconds: float, now_ms: int) -> int:
+def trim_events(
+    connection: redis.Redis, stream: str, keep_seconds: float, now_ms: int, *, group: str
+) -> int:
     """Delete the entries older than keep_seconds that every consumer group of `stream` has
     acknowledged; return how many were deleted.
 
     now_ms is the current time on the Redis server's clock, which automatic entry ids carry.
-    Nothing is deleted from a stream that no group reads.
+    Nothing is deleted while `group`, the caller's own group, is missing. A stream deleted and
+    created again by a producer may have other apps' groups before the caller creates its
+    group again at id 0, and their acknowledgements do not show what the caller stored.
     """
     try:
         groups = connection.xinfo_groups(stream)
@@ -30,16 +34,19 @@ def trim_events(connection: redis.Redis, stream: str, keep_seconds: float, now_m
         if "no such key" in str(exc).lower():
             return 0
         raise
-    if not groups:
+    if not any(_text(info["name"]) == group for info in groups):
         return 0
     floor = (max(0, now_ms - int(keep_seconds * 1000)), 0)
-    for group in groups:
+    for info in groups:
         # Entries after the last delivered one are still to be read by this group.
-        milliseconds, sequence = _parse_id(group["last-delivered-id"])
+        milliseconds, sequence = _parse_id(info["last-delivered-id"])
         floor = min(floor, (milliseconds, sequence + 1))
-        if group["pending"]:
-            oldest_pending = connection.xpending(stream, group["name"])["min"]
-            floor = min(floor, _parse_id(oldest_pending))
+        if info["pending"]:
+            # A consumer may acknowledge the last pending entries after XINFO GROUPS counted
+            # them, and XPENDING then reports no oldest one.
+            oldest_pending = connection.xpending(stream, info["name"])["min"]
+            if oldest_pending is not None:
+                floor = min(floor, _parse_id(oldest_pending))
     trimmed = connection.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
     if trimmed:
         log.info("events stream trimmed stream=%s entries=%d below_id=%d-%d", stream, trimmed, *floor)
@@ -47,6 +54,9 @@ def trim_events(connection: redis.Redis, stream: str, keep_seconds: float, now_m
 
 
 def _parse_id(value: bytes | str) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else value
-    milliseconds, _, sequence = text.partition("-")
+    milliseconds, _, sequence = _text(value).partition("-")
     return int(milliseconds), int(sequence or 0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
