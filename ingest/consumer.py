@@ -12,6 +12,8 @@ Delivery guarantees, given that a crash can happen between any two steps:
 - Only re-read pending entries are compared with the committed stream id. Entries delivered for
   the first time are always applied, so a stream recreated with lower ids (after a Redis restart
   without persistence, or after one entry was added with an id in the future) loses nothing.
+  The committed stream id is cleared before the consumer group is created again, so pending
+  entries of such a stream are not taken for committed ones either.
 - Refresh jobs are enqueued before the acknowledgement, so a crash between the two repeats the
   refresh rather than losing it.
 
@@ -222,6 +224,11 @@ class IngestConsumer:
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
+        if not self._group_exists():
+            # The new group delivers the stream again from id 0, and entries a killed consumer
+            # read from it come back as pending entries. Their ids can lie below the committed
+            # id of the stream before it was deleted, so that id must not mark them as committed.
+            self.database.forget_stream_position(self.stream)
         try:
             self.connection.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             log.info("consumer group created group=%s stream=%s", self.group, self.stream)
@@ -229,6 +236,15 @@ class IngestConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
+
+    def _group_exists(self) -> bool:
+        try:
+            groups = self.connection.xinfo_groups(self.stream)
+        except redis.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return False
+            raise
+        return any(_text(info["name"]) == self.group for info in groups)
 
     def _read_batch(self) -> tuple[list[Entry], bool]:
         """Read this consumer's pending entries while any remain, then new entries.

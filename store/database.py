@@ -341,6 +341,16 @@ class Database:
             [stream, last_stream_id, seq],
         )
 
+    def forget_stream_position(self, stream: str) -> None:
+        """Clear the last committed stream id of `stream`, keeping its batch seq.
+
+        The ingest consumer calls this before it creates its consumer group again, because the
+        ids of a stream created again can lie below the old committed id.
+        """
+        self._con.execute(
+            "UPDATE ingest_progress SET last_stream_id = NULL WHERE stream = $1", [stream]
+        )
+
     def merge_ratings(self, select_sql: str, seq: int) -> AppliedBatch:
         """Upsert the ratings a query returns, writing `seq` into updated_seq of changed rows.
 

@@ -154,6 +154,28 @@ def test_recreated_stream_with_lower_ids_is_applied(settings, redis_client, db, 
     assert ratings_of(db, "carol") == {"3": 5.0}
 
 
+def test_recreated_stream_pending_batch_is_applied(settings, redis_client, db, refresh):
+    # The committed id 4102444800000-0 belongs to the stream before its deletion. Entries of the
+    # new stream that a killed consumer read but never committed lie below it, and must still be
+    # applied when the next consumer reads them again as pending entries.
+    consumer = make_consumer(settings, redis_client, db, refresh)
+    redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "1", "rating": "4", "timestamp": "100"},
+                      id="4102444800000-0")
+    drain(consumer)
+    redis_client.delete(EVENTS_STREAM)  # a Redis restart without persistence does the same
+    consumer.process_once()  # finds the group missing
+    consumer.process_once()  # creates it again at id 0
+    RatingClient(redis_client).push("bob", 2, 3.5, timestamp=200)
+    RatingClient(redis_client).push("carol", 3, 5.0, timestamp=300)
+    redis_client.xreadgroup(INGEST_GROUP, "ingest-1", {EVENTS_STREAM: ">"})  # then killed
+
+    drain(make_consumer(settings, redis_client, db, refresh))
+
+    assert ratings_of(db, "bob") == {"2": 3.5}
+    assert ratings_of(db, "carol") == {"3": 5.0}
+    assert pending_count(redis_client) == 0
+
+
 def test_invalid_events_dead_lettered(settings, redis_client, db, refresh, caplog):
     redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "1", "rating": "4"})
     bad_id = redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "2", "rating": "7"}).decode()
