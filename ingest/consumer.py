@@ -237,6 +237,27 @@ class IngestConsumer:
                 raise
         self._group_ready = True
 
+    def _claim_pending(self) -> None:
+        """Take over the entries other consumers of the group left pending.
+
+        Only one consumer runs per database, because DuckDB lets one process open the file. So
+        another name with pending entries is a consumer that stopped, for example one killed
+        before it committed a batch and then started again under another --consumer name. Its
+        entries must be applied before any later entry. Otherwise the committed id of the later
+        entries would mark them as committed, and they would be acknowledged without being stored.
+        """
+        cursor = "0-0"
+        while True:
+            # redis-py 8.2 returns only the ids for JUSTID, without the cursor, so the entries come too.
+            reply = self.connection.xautoclaim(
+                self.stream, self.group, self.consumer_name, 0, start_id=cursor, count=1000
+            )
+            cursor, claimed = _text(reply[0]), reply[1]
+            if claimed:
+                log.info("pending entries taken over entries=%d consumer=%s", len(claimed), self.consumer_name)
+            if cursor == "0-0":
+                return
+
     def _group_exists(self) -> bool:
         try:
             groups = self.connection.xinfo_groups(self.stream)
@@ -257,6 +278,7 @@ class IngestConsumer:
                 # Entries of the batch in flight stay pending until it acknowledges them, and
                 # would be read and refreshed a second time.
                 self._wait_in_flight()
+                self._claim_pending()
                 entries = self._reader.read("0", count, block=None)
                 if entries:
                     return entries, True

@@ -176,6 +176,22 @@ def test_recreated_stream_pending_batch_is_applied(settings, redis_client, db, r
     assert pending_count(redis_client) == 0
 
 
+def test_pending_of_renamed_consumer_applied(settings, redis_client, db, refresh):
+    # ingest-1 read the first batch and was killed before committing it. The consumer started in
+    # its place under another name must apply that batch, and must not commit later entries
+    # first: their id would then mark the older batch as committed when ingest-1 comes back.
+    make_consumer(settings, redis_client, db, refresh).process_once()
+    RatingClient(redis_client).push("alice", 1, 4.0, timestamp=100)
+    redis_client.xreadgroup(INGEST_GROUP, "ingest-1", {EVENTS_STREAM: ">"})  # then killed
+    RatingClient(redis_client).push("bob", 2, 3.5, timestamp=200)
+
+    drain(make_consumer(settings, redis_client, db, refresh, name="ingest-2"))
+
+    assert ratings_of(db, "alice") == {"1": 4.0}
+    assert ratings_of(db, "bob") == {"2": 3.5}
+    assert pending_count(redis_client) == 0
+
+
 def test_invalid_events_dead_lettered(settings, redis_client, db, refresh, caplog):
     redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "1", "rating": "4"})
     bad_id = redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "2", "rating": "7"}).decode()
