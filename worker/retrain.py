@@ -186,6 +186,15 @@ def resume_publication(settings: Settings, connection: redis.Redis) -> int | Non
     if current is None:
         return None
     finished = connection.get(keys.SNAPSHOT_LISTS_WRITTEN)
+    if finished is not None and int(finished) > current:
+        # The version key only rises, so writing the lists again would not change it, and the
+        # check at every maintenance pass would rewrite them all each time.
+        log.warning(
+            "lists in Redis belong to version=%d, newer than the current snapshot version=%d; "
+            "restore the matching snapshots, or delete the streamrec keys to rewrite the lists",
+            int(finished), current,
+        )
+        return None
     if finished is not None and int(finished) == current:
         return None
     log.warning(

@@ -96,6 +96,15 @@ def test_publication_check_survives_an_unreadable_snapshot(two_versions, redis_c
     assert "publication check failed" in caplog.text
 
 
+def test_resume_leaves_lists_of_a_newer_version(two_versions, redis_client, caplog):
+    # Redis holds the lists of version 3, but the data directory was restored to version 2.
+    redis_client.set(keys.SNAPSHOT_LISTS_WRITTEN, 3)
+
+    assert resume_publication(two_versions, redis_client) is None
+    assert int(redis_client.get(keys.SNAPSHOT_LISTS_WRITTEN)) == 3
+    assert "lists in Redis belong to version=3, newer than the current snapshot version=2" in caplog.text
+
+
 def test_snapshots_list_marks_current(two_versions, capsys):
     assert main(["snapshots", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
