@@ -391,15 +391,19 @@ class SnapshotStore:
     # Helpers
 
     def _remove_leftovers(self) -> None:
-        """Delete the temporary directories of publishes that crashed; call with the lock held.
+        """Delete the temporary directories and CURRENT files of publishes that crashed; call
+        with the lock held.
 
-        Publishers hold the lock for the whole write, so a temporary directory seen while holding
-        it belongs to no running publish.
+        Publishers hold the lock for the whole write, so a temporary file seen while holding it
+        belongs to no running publish.
         """
         for entry in self.snapshots_dir.iterdir():
             if entry.name.startswith(TMP_PREFIX) and entry.is_dir():
                 shutil.rmtree(entry)
                 log.info("snapshot temporary directory removed path=%s", entry)
+            elif entry.name.startswith(f"{CURRENT_FILE}.tmp-") and entry.is_file():
+                entry.unlink()
+                log.info("snapshot temporary file removed path=%s", entry)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

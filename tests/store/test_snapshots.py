@@ -189,6 +189,18 @@ def test_next_publish_removes_crashed_tmp_dir(tmp_path: Path) -> None:
     assert store.versions() == [1, 2]
 
 
+def test_next_publish_removes_crashed_current_file(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.publish(make_snapshot_data(watermark=1))
+    crashed = tmp_path / "CURRENT.tmp-99999"
+    crashed.write_text("1\n")
+
+    assert store.publish(make_snapshot_data(watermark=2)) == 2
+
+    assert not crashed.exists()
+    assert (tmp_path / "CURRENT").read_text() == "2\n"
+
+
 def test_verify_detects_corrupt_file(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     store.publish(make_snapshot_data())
