@@ -139,12 +139,18 @@ def test_entry_id_in_future_gets_clock_time(settings, redis_client, db, refresh,
     assert all(before - 5 <= stamp <= time.time() + 1 for stamp in timestamps)
 
 
+def commit_future_entry_then_drop_stream(consumer: IngestConsumer, connection: redis.Redis) -> None:
+    """Commit one entry whose id lies far in the future, then delete the stream, as a Redis
+    restart without persistence does."""
+    connection.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "1", "rating": "4", "timestamp": "100"},
+                    id="4102444800000-0")
+    drain(consumer)
+    connection.delete(EVENTS_STREAM)
+
+
 def test_recreated_stream_with_lower_ids_is_applied(settings, redis_client, db, refresh):
     consumer = make_consumer(settings, redis_client, db, refresh)
-    redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "1", "rating": "4", "timestamp": "100"},
-                      id="4102444800000-0")
-    drain(consumer)
-    redis_client.delete(EVENTS_STREAM)  # a Redis restart without persistence does the same
+    commit_future_entry_then_drop_stream(consumer, redis_client)
     RatingClient(redis_client).push("bob", 2, 3.5, timestamp=200)
     RatingClient(redis_client).push("carol", 3, 5.0, timestamp=300)
     drain(consumer)
@@ -159,10 +165,7 @@ def test_recreated_stream_pending_batch_is_applied(settings, redis_client, db, r
     # new stream that a killed consumer read but never committed lie below it, and must still be
     # applied when the next consumer reads them again as pending entries.
     consumer = make_consumer(settings, redis_client, db, refresh)
-    redis_client.xadd(EVENTS_STREAM, {"user_id": "alice", "item_id": "1", "rating": "4", "timestamp": "100"},
-                      id="4102444800000-0")
-    drain(consumer)
-    redis_client.delete(EVENTS_STREAM)  # a Redis restart without persistence does the same
+    commit_future_entry_then_drop_stream(consumer, redis_client)
     consumer.process_once()  # finds the group missing
     consumer.process_once()  # creates it again at id 0
     RatingClient(redis_client).push("bob", 2, 3.5, timestamp=200)
