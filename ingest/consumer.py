@@ -48,7 +48,7 @@ from ingest.packed import send_packed
 from ingest.ownership import StreamOwnership
 from ingest.refresh_rows import RefreshRows
 from ingest.requests import EnqueueRefresh, restart_requests, serve_requests
-from ingest.trim import TRIM_INTERVAL_SECONDS, trim_events
+from ingest.trim import TRIM_INTERVAL_SECONDS, stream_groups, trim_events
 from store.database import AppliedBatch, Database
 from store.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, INGEST_GROUP
 from store.user_rows import UserRows
@@ -259,12 +259,7 @@ class IngestConsumer:
                 return
 
     def _group_exists(self) -> bool:
-        try:
-            groups = self.connection.xinfo_groups(self.stream)
-        except redis.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return False
-            raise
+        groups = stream_groups(self.connection, self.stream)
         return any(_text(info["name"]) == self.group for info in groups)
 
     def _read_batch(self) -> tuple[list[Entry], bool]:
@@ -514,10 +509,3 @@ def _dead_letter_fields(fields: EntryFields, reason: str, stream_id: bytes) -> l
             name = _ORIGINAL_PREFIX + raw_name
         flat += [name, value]
     return [*flat, "reason", reason, "stream_id", _text(stream_id)]
-
-
-def _field_dict(fields: EntryFields) -> dict:
-    if isinstance(fields, dict):
-        return fields
-    return dict(zip(fields[0::2], fields[1::2]))
-

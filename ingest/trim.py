@@ -28,12 +28,7 @@ def trim_events(
     created again by a producer may have other apps' groups before the caller creates its
     group again at id 0, and their acknowledgements do not show what the caller stored.
     """
-    try:
-        groups = connection.xinfo_groups(stream)
-    except redis.ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return 0
-        raise
+    groups = stream_groups(connection, stream)
     if not any(_text(info["name"]) == group for info in groups):
         return 0
     floor = (max(0, now_ms - int(keep_seconds * 1000)), 0)
@@ -51,6 +46,16 @@ def trim_events(
     if trimmed:
         log.info("events stream trimmed stream=%s entries=%d below_id=%d-%d", stream, trimmed, *floor)
     return int(trimmed)
+
+
+def stream_groups(connection: redis.Redis, stream: str) -> list[dict]:
+    """Return XINFO GROUPS of `stream`, or an empty list when the stream does not exist."""
+    try:
+        return connection.xinfo_groups(stream)
+    except redis.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return []
+        raise
 
 
 def _parse_id(value: bytes | str) -> tuple[int, int]:

@@ -284,8 +284,8 @@ def test_dead_letter_stream_keeps_the_newest(settings, redis_client, db, refresh
 
     drain(make_consumer(settings, redis_client, db, refresh))
 
-    kept = [fields[b"item_id"] for _, fields in redis_client.xrange(DEAD_LETTER_STREAM)]
-    assert kept == [b"2", b"3", b"4"]
+    dead_items = [fields[b"item_id"] for _, fields in redis_client.xrange(DEAD_LETTER_STREAM)]
+    assert dead_items == [b"2", b"3", b"4"]
 
 
 @pytest.mark.parametrize("batch_size", [1, 100])

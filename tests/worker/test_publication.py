@@ -97,7 +97,7 @@ def test_publication_check_survives_an_unreadable_snapshot(two_versions, redis_c
 
 
 def test_resume_leaves_lists_of_a_newer_version(two_versions, redis_client, caplog):
-    # Redis holds the lists of version 3, but the data directory was restored to version 2.
+    # Redis contains the lists of version 3, but the data directory was restored to version 2.
     redis_client.set(keys.SNAPSHOT_LISTS_WRITTEN, 3)
 
     assert resume_publication(two_versions, redis_client) is None
